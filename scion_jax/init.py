@@ -1,0 +1,87 @@
+"""The paper's initialization (PAPER.md §4): each parameter at norm 1 in its role's norm.
+
+The same norm defines how a layer is initialized and how it is updated (Disco's
+``Norm.init`` / ``Norm.lmo`` pairing):
+  rms_to_rms   semi-orthogonal × √(d_out/d_in)           (RMS→RMS norm 1)
+  l1_to_rms    Gaussian rows (per input) rescaled to L2 √d_out
+  rms_to_inf   Gaussian columns (per output) rescaled to L2 1/√d_in
+  sign         random signs / d_in
+  bias_rms     left as given (flax initializes biases to zeros, as Scion and Disco do)
+  none         left as given (e.g. frozen or learnable RMSNorm scales)
+Residual-writing matrices (attention output, MLP down) are further × 1/√(2·n_layers).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scion_jax import lmo as lmo_lib
+from scion_jax.rules import Role, Rules, from_matrix, matrix_view, path_str, resolve_roles
+
+# Paths of the residual-writing matrices in `scion_jax.model`.
+RESIDUAL_RULES = (r"attn/o/", r"mlp/w2/")
+
+
+def _semi_orthogonal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Orthonormal columns or rows (whichever side is shorter) for each matrix."""
+    *batch, d_in, d_out = shape
+    n = int(np.prod(batch)) if batch else 1
+    init = jax.nn.initializers.orthogonal(column_axis=-1)
+    keys = jax.random.split(key, n)
+    mats = jax.vmap(lambda k: init(k, (d_in, d_out), jnp.float32))(keys)
+    return mats.reshape(shape)
+
+
+def init_matrix(key: jax.Array, role: Role, mshape: tuple[int, ...]) -> jax.Array:
+    """A ``[*batch, d_in, d_out]`` fp32 matrix of norm exactly 1 in `role.norm`."""
+    if role.norm == "rms_to_rms":
+        return _semi_orthogonal(key, mshape) * lmo_lib.rms_to_rms_scale(mshape)
+    if role.norm == "sign":
+        return jax.random.rademacher(key, mshape, jnp.float32) / mshape[-2]
+    gauss = jax.random.normal(key, mshape, jnp.float32)
+    return lmo_lib.ROW_LMOS[role.norm](gauss)  # l1_to_rms / rms_to_inf: unit rows / columns
+
+
+def init_params(
+    key: jax.Array,
+    params: Any,
+    rules: Rules,
+    n_layers: int | None = None,
+    residual_rules: Sequence[str] = RESIDUAL_RULES,
+) -> Any:
+    """Re-initializes `params` (any pytree; flax NNX state works) per the paper.
+
+    Args:
+      key: PRNG key.
+      params: pytree of arrays (only shapes and dtypes are used, except "none" and
+        "bias_rms" leaves, which are returned unchanged).
+      rules: the optimizer's rule table.
+      n_layers: number of transformer blocks; when given, parameters whose path
+        matches a `residual_rules` regex are scaled by 1/√(2·n_layers).
+      residual_rules: regexes of the residual-writing matrices.
+
+    Returns:
+      A pytree like `params`.
+    """
+    roles = resolve_roles(params, rules)
+    residual = [re.compile(r) for r in residual_rules]
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    role_leaves = treedef.flatten_up_to(roles)
+    keys = jax.random.split(key, len(flat))
+    out = []
+    for k, (path, w), role in zip(keys, flat, role_leaves, strict=True):
+        if role.norm in ("none", "bias_rms"):
+            out.append(w)
+            continue
+        _, mshape = matrix_view(role, tuple(w.shape))
+        m = init_matrix(k, role, mshape)
+        if n_layers is not None and any(r.search(path_str(path)) for r in residual):
+            m = m / np.sqrt(2 * n_layers)
+        out.append(from_matrix(m, role, tuple(w.shape)).astype(w.dtype))
+    return treedef.unflatten(out)

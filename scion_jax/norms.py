@@ -1,0 +1,132 @@
+"""Operator norms of weights and updates (PAPER.md §1), and per-layer logging.
+
+Weights are in flax layout; `role` axes give the matrix view ``[*batch, d_in, d_out]``
+and each norm is returned per matrix (shape ``batch``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from scion_jax.rules import Role, Rules, path_str, resolve_roles, to_matrix
+
+VALID = (
+    "l1_to_rms", "rms_to_rms", "rms_to_inf", "sign", "bias_rms",
+    "supremum", "frobenius", "condition_number", "stable_rank",
+)
+# `which` entry meaning "each parameter's own role norm" in `layer_norms`.
+ROLE = "role"
+
+
+def _col_norms(m):  # L2 norm of each column (over d_in): one per output
+    return jnp.sqrt(jnp.sum(jnp.square(m), axis=-2))
+
+
+def _row_norms(m):  # L2 norm of each row (over d_out): one per input
+    return jnp.sqrt(jnp.sum(jnp.square(m), axis=-1))
+
+
+def _sigma_max(m: jax.Array, power_iters: int | None) -> jax.Array:
+    if power_iters is None:
+        return jnp.linalg.svd(m, compute_uv=False)[..., 0]
+    # Power iteration on MᵀM from a fixed pseudo-random start (deterministic logs).
+    v = jax.random.normal(jax.random.key(0), (*m.shape[:-2], m.shape[-1], 1), m.dtype)
+
+    def body(_, v):
+        v = jnp.swapaxes(m, -1, -2) @ (m @ v)
+        return v / (jnp.linalg.norm(v, axis=(-2, -1), keepdims=True) + 1e-30)
+
+    v = jax.lax.fori_loop(0, power_iters, body, v)
+    return jnp.linalg.norm(m @ v, axis=(-2, -1))
+
+
+def operator_norm(
+    w: jax.Array, name: str, role: Role | None = None, *, power_iters: int | None = None
+) -> jax.Array:
+    """The norm `name` of `w` (per matrix over leading batch axes).
+
+    Args:
+      w: a parameter (or update); 1-D only for "bias_rms", "supremum", "frobenius".
+      name: one of `VALID`. "rms_to_rms" is √(d_in/d_out)·σ_max (exact via SVD, or a
+        power-iteration estimate with `power_iters` steps).
+      role: its axes give the matrix view; defaults to the last two axes.
+      power_iters: use power iteration instead of SVD for σ_max.
+    """
+    if name not in VALID:
+        raise ValueError(f"Unknown norm {name!r}; valid: {', '.join(VALID)}.")
+    w = jnp.asarray(w, jnp.promote_types(w.dtype, jnp.float32))
+    if name == "bias_rms":
+        return jnp.sqrt(jnp.mean(jnp.square(w), axis=-1))
+    if w.ndim < 2:
+        if name in ("supremum", "frobenius"):
+            return jnp.max(jnp.abs(w)) if name == "supremum" else jnp.linalg.norm(w)
+        raise ValueError(f"Norm {name!r} needs a matrix; got shape {w.shape}.")
+    m = to_matrix(w, role or Role("none"))
+    d_in, d_out = m.shape[-2:]
+    if name == "l1_to_rms":
+        return jnp.max(_row_norms(m), axis=-1) / np.sqrt(d_out)
+    if name == "rms_to_inf":
+        return jnp.max(_col_norms(m), axis=-1) * np.sqrt(d_in)
+    if name == "sign":
+        return jnp.max(jnp.abs(m), axis=(-2, -1)) * d_in
+    if name == "supremum":
+        return jnp.max(jnp.abs(m), axis=(-2, -1))
+    if name == "frobenius":
+        return jnp.sqrt(jnp.sum(jnp.square(m), axis=(-2, -1)))
+    if name == "rms_to_rms":
+        return np.sqrt(d_in / d_out) * _sigma_max(m, power_iters)
+    s = jnp.linalg.svd(m, compute_uv=False)
+    if name == "condition_number":
+        return s[..., 0] / s[..., -1]
+    return jnp.sum(jnp.square(s), axis=-1) / jnp.square(s[..., 0])  # stable_rank
+
+
+def layer_norms(
+    tree: Any,
+    rules: Rules,
+    which: Sequence[str] = (ROLE,),
+    *,
+    power_iters: int | None = None,
+) -> dict[str, jax.Array]:
+    """``{f"{norm}/{path}": scalar}`` for every parameter (jit-able).
+
+    Args:
+      tree: params or updates.
+      rules: the optimizer's rule table (gives each parameter's role and axes).
+      which: norm names to compute, or "role" for each parameter's own norm.
+        Norms that do not apply to a parameter's shape are skipped; frozen
+        ("none") parameters get only the explicitly named norms.
+      power_iters: estimate σ_max by power iteration rather than SVD.
+
+    Stacked parameters ``[L, d_in, d_out]`` give one entry per matrix,
+    ``f"{norm}/{path}/{i}"``.
+    """
+    for name in which:
+        if name != ROLE and name not in VALID:
+            raise ValueError(f"Unknown norm {name!r}; valid: {ROLE!r}, {', '.join(VALID)}.")
+    roles = resolve_roles(tree, rules)
+    out = {}
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    role_leaves = jax.tree.structure(tree).flatten_up_to(roles)
+    for (path, w), role in zip(flat, role_leaves, strict=True):
+        p = path_str(path)
+        for name in which:
+            norm = role.norm if name == ROLE else name
+            if norm == "none" or not _applies(norm, w.ndim):
+                continue
+            value = operator_norm(w, norm, role, power_iters=power_iters)
+            if value.ndim == 0:
+                out[f"{norm}/{p}"] = value
+            else:
+                for i, v in enumerate(value.reshape(-1)):
+                    out[f"{norm}/{p}/{i}"] = v
+    return out
+
+
+def _applies(norm: str, ndim: int) -> bool:
+    return ndim >= 2 or norm in ("bias_rms", "supremum", "frobenius")

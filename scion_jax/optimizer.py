@@ -1,0 +1,189 @@
+"""Scion as an optax `GradientTransformation` (Pethick et al. 2025; PAPER.md §2).
+
+Per parameter, with role (norm, lr_scale = s) from the rule table:
+    m ← (1 − μ)·m + μ·g                      (Scion momentum convention; μ ∈ {0, 1}: m = g)
+    u = LMO_norm(m)                            (unit norm in the layer's own norm)
+    W ← W − η·s·(ρ·u + λ·W)                   (λ: decoupled weight decay, ρ: radius)
+λ = 0, ρ = 1 is the paper's unconstrained default. With λ > 0 each layer's norm
+converges to ρ/λ; λ = 1 is Scion's constrained variant W ← (1 − ηs)W − ηsρ·u.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from scion_jax import lmo as lmo_lib
+from scion_jax.newton_schulz import Coeffs, newton_schulz, resolve_coeffs
+from scion_jax.rules import Rules, from_matrix, resolve_roles, to_matrix
+
+# Takes matrices [*batch, d_in, d_out] (the momentum, fp32) and returns orth() of each.
+Orthogonalizer = Callable[[Sequence[jax.Array]], list[jax.Array]]
+
+
+class ScionState(NamedTuple):
+    """Momentum buffers (`None` when momentum is statically off: μ ∈ {0, 1})."""
+
+    mu: Any
+
+
+def _is_static(x: Any) -> bool:
+    return isinstance(x, (int, float))
+
+
+def _check_momentum(momentum: Any) -> None:
+    if _is_static(momentum) and not 0.0 <= momentum <= 1.0:
+        raise ValueError(
+            f"momentum must be in [0, 1] (Scion convention m ← (1-μ)m + μg; 0 or 1 = no "
+            f"momentum), got {momentum}."
+        )
+
+
+def per_matrix_orthogonalizer(
+    ns_coeffs: Coeffs = "muon", ns_steps: int | jax.Array = 5, ns_dtype: Any = jnp.bfloat16
+) -> Orthogonalizer:
+    """orth() of each matrix in turn (stacked `[L, d_in, d_out]` ones as one batch)."""
+
+    def orthogonalize(mats):
+        return [newton_schulz(m, ns_coeffs, ns_steps, ns_dtype) for m in mats]
+
+    return orthogonalize
+
+
+def scale_by_scion(
+    rules: Rules,
+    *,
+    momentum: float | jax.Array = 0.0,
+    nesterov: bool = False,
+    weight_decay: float | jax.Array = 0.0,
+    radius: float | jax.Array = 1.0,
+    orthogonalizer: Orthogonalizer | None = None,
+    mu_dtype: Any = "float32",
+) -> optax.GradientTransformation:
+    """The Scion direction s·(ρ·LMO(m) + λ·W) per parameter, before the learning rate.
+
+    Args:
+      rules: ordered ``(regex, role)`` pairs, see `scion_jax.rules`.
+      momentum: μ in the Scion convention (μ = 0 or 1: raw gradient).
+      nesterov: use (1 − μ)·m + μ·g as the LMO's input.
+      weight_decay: λ, decoupled and scaled by the parameter's learning rate.
+      radius: ρ, the norm of each LMO direction.
+      orthogonalizer: computes orth() for the "rms_to_rms" parameters; defaults to
+        Newton–Schulz ("muon", 5 steps, bf16) one matrix (or stack) at a time.
+      mu_dtype: dtype of the momentum buffers.
+    """
+    _check_momentum(momentum)
+    orthogonalizer = orthogonalizer or per_matrix_orthogonalizer()
+    mu_dtype = jnp.dtype(mu_dtype)
+    use_buffer = not (_is_static(momentum) and momentum in (0.0, 1.0))
+    use_decay = not (_is_static(weight_decay) and weight_decay == 0.0)
+
+    def init_fn(params):
+        resolve_roles(params, rules)  # fail early on unmatched paths / bad shapes
+        if not use_buffer:
+            return ScionState(mu=None)
+        return ScionState(mu=jax.tree.map(lambda p: jnp.zeros(p.shape, mu_dtype), params))
+
+    def update_fn(updates, state, params=None):
+        if use_decay and params is None:
+            raise ValueError("scion with weight_decay != 0 needs `params` in update().")
+        roles = resolve_roles(updates, rules)
+        mu = state.mu
+        if use_buffer:
+            rate = jnp.where(momentum == 0, 1.0, momentum).astype(mu_dtype)
+            mu = jax.tree.map(
+                lambda g, m: (1 - rate) * m + rate * g.astype(mu_dtype), updates, mu
+            )
+            if nesterov:
+                lmo_input = jax.tree.map(
+                    lambda g, m: (1 - rate) * m + rate * g.astype(mu_dtype), updates, mu
+                )
+            else:
+                lmo_input = mu
+        else:
+            lmo_input = jax.tree.map(lambda g: g.astype(mu_dtype), updates)
+
+        leaves, treedef = jax.tree.flatten(lmo_input)
+        role_leaves = treedef.flatten_up_to(roles)
+        spectral = [i for i, r in enumerate(role_leaves) if r.norm == "rms_to_rms"]
+        mats = [to_matrix(leaves[i], role_leaves[i]) for i in spectral]
+        spectral_dirs = {
+            i: from_matrix(o * lmo_lib.rms_to_rms_scale(m.shape), role_leaves[i], leaves[i].shape)
+            for i, m, o in zip(spectral, mats, orthogonalizer(mats), strict=True)
+        }
+
+        param_leaves = treedef.flatten_up_to(params) if use_decay else [None] * len(leaves)
+        grad_leaves = treedef.flatten_up_to(updates)
+        out = []
+        for i, (x, role, w, g) in enumerate(
+            zip(leaves, role_leaves, param_leaves, grad_leaves, strict=True)
+        ):
+            if role.norm == "none":
+                out.append(jnp.zeros_like(g))
+                continue
+            u = spectral_dirs[i] if i in spectral_dirs else lmo_lib.local_lmo(x, role)
+            d = radius * u
+            if use_decay:
+                d = d + weight_decay * w.astype(d.dtype)
+            out.append((role.lr_scale * d).astype(g.dtype))
+        return treedef.unflatten(out), ScionState(mu=mu)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scion(
+    learning_rate: optax.ScalarOrSchedule,
+    rules: Rules,
+    *,
+    momentum: float | jax.Array = 0.0,
+    nesterov: bool = False,
+    weight_decay: float | jax.Array = 0.0,
+    radius: float | jax.Array = 1.0,
+    ns_coeffs: Coeffs = "muon",
+    ns_steps: int | jax.Array = 5,
+    ns_dtype: Any = "bfloat16",
+    mu_dtype: Any = "float32",
+    orthogonalizer: Orthogonalizer | None = None,
+) -> optax.GradientTransformation:
+    """Scion: per-layer norm-constrained LMO steps (PAPER.md §2).
+
+    Args:
+      learning_rate: η, a float or an optax schedule.
+      rules: ordered ``(regex, role)`` pairs; the first `re.search` match on a
+        parameter's "/"-joined path wins; a role is a norm name or a `Role`.
+      momentum: μ in the Scion convention m ← (1 − μ)m + μg (0 or 1: none).
+      nesterov: Nesterov momentum.
+      weight_decay: λ in W ← (1 − ληs)W − ηs·ρu (decoupled, scaled by each
+        parameter's learning rate η·s, so norms converge to ρ/λ).
+      radius: ρ (Scion's constrained variant is ``weight_decay=1, radius=ρ``).
+      ns_coeffs: "muon", "polar_express", "svd" (exact polar factor) or triples.
+      ns_steps: Newton–Schulz iterations.
+      ns_dtype: Newton–Schulz matmul operand dtype (fp32 accumulation).
+      mu_dtype: momentum dtype.
+      orthogonalizer: overrides how "rms_to_rms" matrices are orthogonalized
+        (e.g. `scion_jax.partitioned` ones); the ns_* arguments are then unused.
+
+    Returns:
+      An `optax.GradientTransformation`; works under `optax.inject_hyperparams`
+      (learning_rate, momentum, weight_decay, radius, ns_steps injectable).
+    """
+    resolve_coeffs(ns_coeffs)  # validate eagerly
+    orthogonalizer = orthogonalizer or per_matrix_orthogonalizer(
+        ns_coeffs, ns_steps, jnp.dtype(ns_dtype)
+    )
+    return optax.chain(
+        scale_by_scion(
+            rules,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            radius=radius,
+            orthogonalizer=orthogonalizer,
+            mu_dtype=mu_dtype,
+        ),
+        optax.scale_by_learning_rate(learning_rate),
+    )

@@ -25,7 +25,7 @@ from scion_jax import lmo as lmo_lib
 from scion_jax.rules import Role, Rules, from_matrix, matrix_view, path_str, resolve_roles
 
 # Paths of the residual-writing matrices in `scion_jax.model`.
-RESIDUAL_RULES = (r"attn/o/", r"mlp/w2/")
+RESIDUAL_RULES = (r"attn/o(/|$)", r"mlp/w2(/|$)")
 
 
 def _semi_orthogonal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:

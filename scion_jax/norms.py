@@ -16,8 +16,15 @@ import numpy as np
 from scion_jax.rules import Role, Rules, path_str, resolve_roles, to_matrix
 
 VALID = (
-    "l1_to_rms", "rms_to_rms", "rms_to_inf", "sign", "bias_rms",
-    "supremum", "frobenius", "condition_number", "stable_rank",
+    "l1_to_rms",
+    "rms_to_rms",
+    "rms_to_inf",
+    "sign",
+    "bias_rms",
+    "supremum",
+    "frobenius",
+    "condition_number",
+    "stable_rank",
 )
 # `which` entry meaning "each parameter's own role norm" in `layer_norms`.
 ROLE = "role"

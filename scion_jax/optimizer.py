@@ -19,7 +19,7 @@ import optax
 
 from scion_jax import lmo as lmo_lib
 from scion_jax.newton_schulz import Coeffs, newton_schulz, resolve_coeffs
-from scion_jax.rules import Rules, from_matrix, resolve_roles, to_matrix
+from scion_jax.rules import Rules, compile_rules, from_matrix, resolve_roles, to_matrix
 
 # Takes matrices [*batch, d_in, d_out] (the momentum, fp32) and returns orth() of each.
 Orthogonalizer = Callable[[Sequence[jax.Array]], list[jax.Array]]
@@ -77,6 +77,7 @@ def scale_by_scion(
       mu_dtype: dtype of the momentum buffers.
     """
     _check_momentum(momentum)
+    compile_rules(rules)  # validate eagerly: bad regex, unknown norm
     orthogonalizer = orthogonalizer or per_matrix_orthogonalizer()
     mu_dtype = jnp.dtype(mu_dtype)
     use_buffer = not (_is_static(momentum) and momentum in (0.0, 1.0))

@@ -46,8 +46,19 @@ def resolve_coeffs(ns_coeffs: Coeffs) -> tuple[np.ndarray, float] | None:
     return table, 1.0
 
 
-def _mm(x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.matmul(x, y, preferred_element_type=jnp.float32)
+def _dot(x: jax.Array, y: jax.Array, x_contract: int, y_contract: int) -> jax.Array:
+    """Batched matmul over leading axes, fp32 accumulation, no materialized transpose."""
+    batch = tuple(range(x.ndim - 2))
+    dims = (((x_contract,), (y_contract,)), (batch, batch))
+    return jax.lax.dot_general(x, y, dims, preferred_element_type=jnp.float32)
+
+
+def _gram(x: jax.Array) -> jax.Array:  # X Xᵀ (also A·A = A Aᵀ for symmetric A)
+    return _dot(x, x, x.ndim - 1, x.ndim - 1)
+
+
+def _matmul(x: jax.Array, y: jax.Array) -> jax.Array:
+    return _dot(x, y, x.ndim - 1, y.ndim - 2)
 
 
 def newton_schulz(
@@ -81,9 +92,9 @@ def newton_schulz(
 
     def step(i, x):
         a, b, c = table[jnp.minimum(i, table.shape[0] - 1)]
-        gram = _mm(x, jnp.swapaxes(x, -1, -2)).astype(dtype)
-        poly = (b * gram.astype(jnp.float32) + c * _mm(gram, gram)).astype(dtype)
-        return (a * x.astype(jnp.float32) + _mm(poly, x)).astype(dtype)
+        gram = _gram(x)
+        poly = (b * gram + c * _gram(gram.astype(dtype))).astype(dtype)
+        return (a * x.astype(jnp.float32) + _matmul(poly, x)).astype(dtype)
 
     if isinstance(ns_steps, (int, np.integer)):
         for i in range(int(ns_steps)):  # unrolled: lets XLA fuse the elementwise tails

@@ -87,7 +87,7 @@ def scale_by_scion(
         resolve_roles(params, rules)  # fail early on unmatched paths / bad shapes
         if not use_buffer:
             return ScionState(mu=None)
-        return ScionState(mu=jax.tree.map(lambda p: jnp.zeros(p.shape, mu_dtype), params))
+        return ScionState(mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype), params))
 
     def update_fn(updates, state, params=None):
         if use_decay and params is None:

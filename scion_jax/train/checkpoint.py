@@ -1,0 +1,72 @@
+"""Orbax checkpoints of the train state and the grain iterator (exact resume).
+
+Orbax writes each step to a temporary directory and renames it when complete, so a
+kill never leaves a half-written checkpoint that looks finished. A checkpoint that
+fails to restore anyway (disk corruption) is reported and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+    """The last `keep` checkpoints plus every `keep_every`-th step, saved asynchronously."""
+
+    def __init__(self, directory: str, keep: int, keep_every: int = 0):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            keep_period=keep_every or None,
+            enable_async_checkpointing=True,
+            cleanup_tmp_directories=True,
+        )
+        self.manager = ocp.CheckpointManager(directory, options=options)
+
+    def save(self, step: int, state: Any, data_iter: grain.DatasetIterator) -> None:
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.checkpoint.CheckpointSave(data_iter),
+            ),
+        )
+
+    def restore_latest(
+        self, abstract_state: Any, data_iter: grain.DatasetIterator
+    ) -> tuple[int, Any] | None:
+        """(step, state) of the newest readable checkpoint (`data_iter` is restored in
+        place), or None when there is none. Unreadable checkpoints are skipped with a
+        warning, newest first."""
+        for step in sorted(self.manager.all_steps(read=True), reverse=True):
+            try:
+                restored = self.manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=grain.checkpoint.CheckpointRestore(data_iter),
+                    ),
+                )
+            except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: try the previous
+                logging.warning("Checkpoint at step %d is unreadable (%s); trying the previous.",
+                                step, str(e).splitlines()[0][:200])
+                continue
+            return step, restored.state
+        return None
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def abstract_like(state: Any) -> Any:
+    """ShapeDtypeStructs (with shardings) that tell orbax where to restore each array."""
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+    )

@@ -1,0 +1,154 @@
+"""The run configuration: defaults every config file starts from, and validation.
+
+Config files (`experiments/configs/*.py`) define ``get_config()`` returning
+``base_config()`` with overrides; `experiments/run.py` locks it, so a mistyped
+``--config.a.b=v`` is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+OPTIMIZERS = ("scion", "adamw", "muon")
+SCHEDULES = ("constant", "warmup", "linear_decay", "wsd")
+MESH_AXES = ("data", "fsdp", "tensor")
+DTYPES = ("float32", "bfloat16")
+NS_COEFFS = ("muon", "polar_express", "svd")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.steps = 100
+    c.batch_size = 16  # sequences per step, global
+    c.seq_len = 256
+
+    c.model = ml_collections.ConfigDict(
+        dict(
+            vocab_size=256, d_model=128, n_layers=4, n_heads=2, n_kv_heads=0, head_dim=64,
+            mlp_hidden=0, norm_everywhere=True, learnable_norm=False, scan_layers=False,
+            rope_theta=10000.0, attention="einsum", param_dtype="float32",
+            compute_dtype="float32",
+        )
+    )  # n_kv_heads / mlp_hidden 0: the defaults (= n_heads; 8/3·d rounded up to 64)
+
+    c.optimizer = ml_collections.ConfigDict(
+        dict(
+            name="scion", learning_rate=2.0**-7, momentum=0.0, nesterov=False,
+            weight_decay=0.0, ns_coeffs="muon", ns_steps=5, ns_dtype="bfloat16",
+            b1=0.9, b2=0.95, eps=1e-8, grad_clip=0.0, partitioned=True,
+        )
+    )  # b1/b2/eps: AdamW; grad_clip 0: off; partitioned: Newton–Schulz split over the mesh
+    c.optimizer.lr_scales = ml_collections.ConfigDict(dict(input=1.0, hidden=1.0, output=1.0))
+
+    # constant | warmup (linear from 0 over warmup_steps, then constant)
+    # | linear_decay (to 0 over the last decay_fraction of steps) | wsd (warmup + decay)
+    c.schedule = ml_collections.ConfigDict(
+        dict(name="constant", warmup_steps=0, decay_fraction=0.25)
+    )
+
+    c.data = ml_collections.ConfigDict(
+        dict(source="shakespeare", tokenizer="byte", text_field="text", num_epochs=0)
+    )  # num_epochs 0: repeat as needed (epochs are logged)
+
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: the rest
+
+    c.log_every = 10
+    c.norm_every = 16
+    c.norm_power_iters = 0  # σ_max for rms_to_rms norms: 0 = exact SVD, else power iterations
+    c.eval_every = 100
+    c.eval_batches = 4
+    c.checkpoint_every = 100
+    c.keep_checkpoints = 2  # the last N ...
+    c.keep_every = 0  # ... plus every M steps (0: none)
+    return c
+
+
+def _choice(key: str, value, valid) -> None:
+    if value not in valid:
+        raise ValueError(f"config.{key}={value!r} is invalid; valid choices: {', '.join(valid)}.")
+
+
+def _positive(config: ml_collections.ConfigDict, *keys: str) -> None:
+    for key in keys:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"config.{key}={value!r} must be a positive number.")
+
+
+def validate(config: ml_collections.ConfigDict, n_devices: int) -> dict[str, int]:
+    """Checks every value the trainer relies on; returns the resolved mesh shape."""
+    _positive(config, "steps", "batch_size", "seq_len", "optimizer.learning_rate",
+              "log_every", "norm_every", "eval_every", "checkpoint_every", "keep_checkpoints")
+    _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
+    _choice("schedule.name", config.schedule.name, SCHEDULES)
+    _choice("model.param_dtype", config.model.param_dtype, DTYPES)
+    _choice("model.compute_dtype", config.model.compute_dtype, DTYPES)
+    _choice("optimizer.ns_dtype", config.optimizer.ns_dtype, DTYPES)
+    _choice("optimizer.ns_coeffs", config.optimizer.ns_coeffs, NS_COEFFS)
+    if not 0.0 <= config.optimizer.momentum <= 1.0:
+        raise ValueError(f"config.optimizer.momentum={config.optimizer.momentum} must be in [0, 1].")
+    if not 0.0 < config.schedule.decay_fraction <= 1.0:
+        raise ValueError("config.schedule.decay_fraction must be in (0, 1].")
+    if config.seq_len > 0 and config.model.vocab_size < 2:
+        raise ValueError("config.model.vocab_size must be at least 2.")
+    mesh = {axis: int(config.mesh[axis]) for axis in MESH_AXES}
+    unknown = set(config.mesh) - set(MESH_AXES)
+    if unknown:
+        raise ValueError(f"config.mesh has unknown axes {sorted(unknown)}; valid: {MESH_AXES}.")
+    rest = [a for a, n in mesh.items() if n == -1]
+    if len(rest) > 1 or any(n == 0 or n < -1 for n in mesh.values()):
+        raise ValueError(f"config.mesh={mesh}: sizes must be ≥ 1, with at most one -1 (the rest).")
+    fixed = math.prod(n for n in mesh.values() if n != -1)
+    if rest:
+        if n_devices % fixed:
+            raise ValueError(f"config.mesh={mesh} does not divide the {n_devices} devices.")
+        mesh[rest[0]] = n_devices // fixed
+    if math.prod(mesh.values()) != n_devices:
+        raise ValueError(f"config.mesh={mesh} needs {math.prod(mesh.values())} devices; "
+                         f"there are {n_devices}.")
+    if config.batch_size % (mesh["data"] * mesh["fsdp"]):
+        raise ValueError(f"config.batch_size={config.batch_size} must divide by data×fsdp = "
+                         f"{mesh['data'] * mesh['fsdp']}.")
+    return mesh
+
+
+def paper_config(size: str, data_source: str | None) -> ml_collections.ConfigDict:
+    """A config for one of the paper's model sizes (PAPER.md §4–5), for GPU/TPU pods.
+
+    Paper settings: Scion with no momentum, constant LR, no warmup, no clipping, context
+    4096, bf16 compute, batch in sequences. `data_source` is a directory made by
+    `python -m scion_jax.data.prepare` (e.g. Nemotron-CC tokenized with a 128k
+    tokenizer); without one, the embedded Shakespeare corpus (bytes) is used, which
+    runs but is no paper reproduction.
+    """
+    from scion_jax.model import SIZES  # noqa: PLC0415 - keep config import light
+
+    preset = SIZES[size]
+    c = base_config()
+    for key in c.model:
+        value = getattr(preset, key)
+        if key.endswith("dtype"):
+            value = str(jnp_name(value))
+        c.model[key] = value
+    c.seq_len = preset.max_seq_len
+    c.batch_size = 256
+    c.steps = 10_000
+    c.optimizer.learning_rate = 2.0**-9
+    c.optimizer.ns_dtype = "bfloat16"
+    c.mesh.update(data=-1, fsdp=1, tensor=1)
+    c.log_every, c.norm_every, c.eval_every, c.checkpoint_every = 10, 16, 500, 1000
+    c.keep_checkpoints, c.keep_every = 2, 5000
+    if data_source:
+        c.data.source = data_source
+    return c
+
+
+def jnp_name(dtype) -> str:
+    import numpy as np  # noqa: PLC0415
+
+    return np.dtype(dtype).name

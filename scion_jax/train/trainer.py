@@ -1,0 +1,224 @@
+"""The training loop: one jitted step on a device mesh, norm logging, eval, checkpoints.
+
+State is ``{"step", "params", "opt_state"}`` with every array placed by `NamedSharding`
+(params by the model's logical-axis table; optimizer state follows its parameter). The
+step is a single `jax.jit` with explicit in/out shardings and the state donated.
+Rerunning the same command resumes from the newest readable checkpoint, exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+from scion_jax import data as data_lib
+from scion_jax.model import ModelConfig, init_model, model_flops_per_token, param_specs
+from scion_jax.norms import layer_norms
+from scion_jax.train import config as config_lib
+from scion_jax.train.checkpoint import Checkpoints, abstract_like
+from scion_jax.train.metrics import MetricsWriter, plot_summary
+from scion_jax.train.optim import make_optimizer, make_schedule, model_rules
+
+BATCH_SPEC = P(("data", "fsdp"), None)
+
+
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+    m = dict(config.model)
+    m["n_kv_heads"] = m["n_kv_heads"] or None
+    m["mlp_hidden"] = m["mlp_hidden"] or None
+    m["param_dtype"] = jnp.dtype(m["param_dtype"])
+    m["compute_dtype"] = jnp.dtype(m["compute_dtype"])
+    return ModelConfig(max_seq_len=config.seq_len, **m)
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
+    shape = config_lib.validate(config, jax.device_count())
+    return jax.make_mesh(
+        tuple(shape[a] for a in config_lib.MESH_AXES),
+        config_lib.MESH_AXES,
+        axis_types=(AxisType.Auto,) * len(config_lib.MESH_AXES),
+    )
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks between steps."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, *_):
+        self.requested = True
+
+    def restore(self):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def _global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains (or resumes) the run in `workdir`; returns the last logged metrics row,
+    with ``"preempted": True`` if SIGTERM stopped it early (after saving)."""
+    mesh = make_mesh(config)
+    model_cfg = model_config(config)
+    rules = model_rules(config, model_cfg)
+    tx = make_optimizer(config, model_cfg, mesh)
+    schedule = make_schedule(config)
+    is_main = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+
+    # --- state, created directly in its sharding ---
+    key = jax.random.key(config.seed)
+    abstract_model = nnx.eval_shape(lambda: init_model(model_cfg, key))
+    graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
+    param_shardings = jax.tree.map(
+        lambda s: NamedSharding(mesh, s), param_specs(abstract_params),
+        is_leaf=lambda x: isinstance(x, P),
+    )
+
+    @functools.partial(jax.jit, out_shardings=param_shardings)
+    def init_params(key):
+        return nnx.state(init_model(model_cfg, key), nnx.Param)
+
+    params = init_params(key)
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": jax.jit(tx.init)(params)}
+    state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    batch_sharding = NamedSharding(mesh, BATCH_SPEC)
+
+    def loss_fn(params, batch):
+        return cross_entropy(nnx.merge(graphdef, params)(batch["inputs"]), batch["targets"])
+
+    @functools.partial(
+        jax.jit, in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, None), donate_argnums=0,
+    )
+    def train_step(state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    eval_loss = jax.jit(loss_fn, in_shardings=(state_shardings["params"], batch_sharding))
+    norms_fn = jax.jit(functools.partial(
+        layer_norms, rules=rules, power_iters=config.norm_power_iters or None))
+
+    # --- data, checkpoints, resume ---
+    train_iter = data_lib.make_train_iterator(
+        config.data, seq_len=config.seq_len, global_batch_size=config.batch_size,
+        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+    eval_batches = [
+        _global_batch(_process_slice(b), batch_sharding)
+        for b in data_lib.make_eval_batches(
+            config.data, seq_len=config.seq_len, batch_size=config.batch_size,
+            num_batches=config.eval_batches,
+        )
+    ]
+    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
+                              config.keep_every)
+    restored = checkpoints.restore_latest(abstract_like(state), train_iter)
+    start = 0
+    if restored is not None:
+        start, state = restored
+        logging.info("Resumed from the checkpoint at step %d.", start)
+    writer = MetricsWriter(workdir, resume_step=start if restored else None, enabled=is_main)
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    tokens_per_step = config.batch_size * config.seq_len
+    flops_per_step = model_flops_per_token(model_cfg, config.seq_len) * tokens_per_step
+
+    def evaluate(params) -> float:
+        return float(np.mean([eval_loss(params, b) for b in eval_batches]))
+
+    def norm_metrics(params) -> dict[str, float]:
+        norms = {k: float(v) for k, v in norms_fn(params).items()}
+        norms["output_norm"] = norms["rms_to_inf/unembed/kernel"]
+        return norms
+
+    row: dict[str, Any] = {}
+    if start == 0:
+        row = {"step": 0, "tokens": 0, "lr": float(schedule(0)), **norm_metrics(state["params"])}
+        row["eval_loss"] = evaluate(state["params"])
+        writer.write(row)
+        checkpoints.save(0, state, train_iter)
+
+    preemption = _Preemption()
+    bar = tqdm(total=config.steps, initial=start, disable=not is_main, unit="step",
+               dynamic_ncols=True)
+    last_time, last_step = time.perf_counter(), start
+    try:
+        for step in range(start + 1, config.steps + 1):
+            batch = _global_batch(next(train_iter), batch_sharding)
+            state, metrics = train_step(state, batch)
+            log = step % config.log_every == 0 or step == config.steps
+            norm = step % config.norm_every == 0 or step == config.steps
+            evaluate_now = step % config.eval_every == 0 or step == config.steps
+            save = step % config.checkpoint_every == 0 or step == config.steps
+            if log or norm or evaluate_now or save or preemption.requested:
+                loss = float(metrics["loss"])
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"Loss is {loss} at step {step}; stopped. The last good checkpoint "
+                        f"(step {checkpoints.manager.latest_step()}) is kept in {workdir}."
+                    )
+                now = time.perf_counter()
+                tps = (step - last_step) * tokens_per_step / (now - last_time)
+                last_time, last_step = now, step
+                row = {"step": step, "tokens": step * tokens_per_step, "loss": loss,
+                       "lr": float(schedule(step - 1)), "tokens_per_s": tps,
+                       "grad_norm": float(metrics["grad_norm"]),
+                       "epoch": data_lib.epoch(train_iter)}
+                row["model_flops_per_s"] = tps / tokens_per_step * flops_per_step
+                if norm:
+                    row.update(norm_metrics(state["params"]))
+                if evaluate_now:
+                    row["eval_loss"] = evaluate(state["params"])
+                writer.write(row)
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
+            bar.update(1)
+            if save or preemption.requested:
+                checkpoints.save(step, state, train_iter)
+            if preemption.requested:
+                logging.warning("SIGTERM: saved the checkpoint at step %d; rerun to resume.", step)
+                row = {**row, "preempted": True}
+                break
+    finally:
+        bar.close()
+        preemption.restore()
+        checkpoints.wait()
+        checkpoints.close()
+        writer.close()
+    if is_main:
+        plot_summary(writer.path, os.path.join(workdir, "summary.png"))
+    return row
+
+
+def _process_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """This process's rows of a global batch (eval batches are built whole everywhere)."""
+    n, i = jax.process_count(), jax.process_index()
+    rows = next(iter(batch.values())).shape[0] // n
+    return {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}

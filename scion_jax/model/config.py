@@ -1,0 +1,122 @@
+"""Model configuration and the paper's size presets (PAPER.md §4).
+
+The 69M proxy is a Llama-3-style decoder: 4 layers, d_model 256, 4 heads of 64, SwiGLU 704,
+RoPE θ 10000, vocab 128,256, untied embedding/unembedding, no biases, context 4096. Width
+scaling keeps head_dim 64 (d 1024: 314M, d 3072: 1.3B); depth scaling uses 32 (91M) and
+128 (168M) layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the decoder.
+
+    Attributes:
+      vocab_size: V, rows of the embedding and columns of the unembedding.
+      d_model: width of the residual stream.
+      n_layers: number of blocks L (residual writers are scaled by 1/√(2L) at init).
+      n_heads: query heads.
+      n_kv_heads: key/value heads (GQA); None means n_heads.
+      head_dim: per-head width (64 throughout the paper).
+      mlp_hidden: SwiGLU hidden width; None means 8/3·d_model rounded up to a multiple of 64.
+      max_seq_len: longest sequence the model is meant for (RoPE positions are computed on
+        the fly, so this only bounds inputs).
+      rope_theta: RoPE base θ.
+      norm_everywhere: the paper's parameter-free RMSNorm before every linear map; False is
+        standard pre-LN (pre-attention, pre-MLP and final norms only).
+      learnable_norm: give every RMSNorm a learnable scale (the paper's norms have none).
+      scan_layers: store blocks stacked ``[L, ...]`` and run them with ``nnx.scan``.
+      attention: "einsum" (fastest on CPU, measured) or "xla" (``jax.nn.dot_product_attention``;
+        "cudnn" selects its fused GPU kernel).
+      param_dtype: dtype of the stored weights.
+      compute_dtype: dtype of matmul operands (norms, softmax and logits stay fp32).
+    """
+
+    vocab_size: int = 256
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 2
+    n_kv_heads: int | None = None
+    head_dim: int = 64
+    mlp_hidden: int | None = None
+    max_seq_len: int = 256
+    rope_theta: float = 10000.0
+    norm_everywhere: bool = True
+    learnable_norm: bool = False
+    scan_layers: bool = False
+    attention: str = "einsum"
+    param_dtype: Any = jnp.float32
+    compute_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        if self.n_kv_heads is None:
+            object.__setattr__(self, "n_kv_heads", self.n_heads)
+        if self.mlp_hidden is None:
+            object.__setattr__(self, "mlp_hidden", 64 * math.ceil(8 * self.d_model / 3 / 64))
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})."
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}.")
+        if self.attention not in ("einsum", "xla", "cudnn"):
+            raise ValueError(
+                f"attention must be 'einsum', 'xla' or 'cudnn'; got {self.attention!r}."
+            )
+
+    def replace(self, **kwargs: Any) -> ModelConfig:
+        return dataclasses.replace(self, **kwargs)
+
+
+_PROXY = dict(
+    vocab_size=128_256,
+    d_model=256,
+    n_layers=4,
+    n_heads=4,
+    head_dim=64,
+    mlp_hidden=704,
+    max_seq_len=4096,
+    compute_dtype=jnp.bfloat16,
+)
+_CPU = dict(vocab_size=256, max_seq_len=256, n_layers=4, head_dim=64, compute_dtype=jnp.float32)
+
+# Named presets. Paper sizes use bf16 compute (the GPU default); the CPU sizes use fp32, which
+# is faster than bf16 on the 2-core CPU (see tests/bench in the README).
+SIZES: dict[str, ModelConfig] = {
+    "proxy_69m": ModelConfig(**_PROXY),
+    "width_314m": ModelConfig(**{**_PROXY, "d_model": 1024, "n_heads": 16, "mlp_hidden": None}),
+    "width_1p3b": ModelConfig(**{**_PROXY, "d_model": 3072, "n_heads": 48, "mlp_hidden": None}),
+    "depth_91m": ModelConfig(**{**_PROXY, "n_layers": 32}),
+    "depth_168m": ModelConfig(**{**_PROXY, "n_layers": 128}),
+    "cpu_d64": ModelConfig(**_CPU, d_model=64, n_heads=1),
+    "cpu_d128": ModelConfig(**_CPU, d_model=128, n_heads=2),
+    "cpu_d256": ModelConfig(**_CPU, d_model=256, n_heads=4),
+}
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+    """Weights that take part in a matmul: every kernel and the unembedding (not the
+    embedding table, which is a lookup)."""
+    d, hd = cfg.d_model, cfg.head_dim
+    attn = d * hd * (2 * cfg.n_heads + 2 * cfg.n_kv_heads)
+    mlp = 3 * d * cfg.mlp_hidden
+    return cfg.n_layers * (attn + mlp) + d * cfg.vocab_size
+
+
+def model_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), the standard MFU accounting
+    (PaLM, Chowdhery et al. 2022, App. B): 6·N_matmul + 12·L·(n_heads·head_dim)·T.
+
+    The attention term counts the full T×T score and value matmuls (no causal halving),
+    as PaLM and nanoGPT do.
+    """
+    attn = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+    return 6.0 * matmul_params(cfg) + attn

@@ -1,0 +1,137 @@
+"""Building blocks of the norm-everywhere decoder (PAPER.md §4).
+
+Kernels use the flax layout ``[d_in, d_out]``; every parameter carries its logical axis names
+in the ``logical_axes`` metadata field (read by `scion_jax.model.sharding`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from scion_jax.model.config import ModelConfig
+
+EPS = 1e-6
+
+
+def rms_norm(x: jax.Array, scale: jax.Array | None = None, eps: float = EPS) -> jax.Array:
+    """x / RMS(x) over the last axis, in fp32, returned in x's dtype (optionally × scale)."""
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+    if scale is not None:
+        y = y * scale.astype(jnp.float32)
+    return y.astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """Parameter-free RMSNorm, or with a learnable ``scale`` (init 1) when `learnable`."""
+
+    def __init__(self, dim: int, *, learnable: bool, param_dtype: Any, rngs: nnx.Rngs | None):
+        del rngs
+        self.scale = (
+            nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=("norm",)) if learnable else None
+        )
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return rms_norm(x, None if self.scale is None else self.scale[...])
+
+
+def make_norm(cfg: ModelConfig, dim: int, rngs: nnx.Rngs, enabled: bool = True) -> RMSNorm | None:
+    """A norm of width `dim` if `enabled` (None otherwise)."""
+    if not enabled:
+        return None
+    return RMSNorm(dim, learnable=cfg.learnable_norm, param_dtype=cfg.param_dtype, rngs=rngs)
+
+
+def apply_norm(norm: RMSNorm | None, x: jax.Array) -> jax.Array:
+    return x if norm is None else norm(x)
+
+
+class Dense(nnx.Module):
+    """y = x @ kernel, no bias; kernel ``[d_in, d_out]``, matmul in `compute_dtype`.
+
+    The kernel starts as lecun-normal; `scion_jax.model.init_model` replaces it with the
+    paper's norm-1 initialization.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        axes: tuple[str, str],
+        cfg: ModelConfig,
+        rngs: nnx.Rngs,
+        out_dtype: Any = None,
+    ):
+        init = jax.nn.initializers.lecun_normal()
+        self.kernel = nnx.Param(
+            init(rngs.params(), (d_in, d_out), cfg.param_dtype), logical_axes=axes
+        )
+        self.compute_dtype = cfg.compute_dtype
+        self.out_dtype = out_dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dt = self.compute_dtype
+        return jnp.einsum(
+            "...i,io->...o",
+            x.astype(dt),
+            self.kernel[...].astype(dt),
+            preferred_element_type=self.out_dtype,
+        )
+
+
+class Embed(nnx.Module):
+    """Token embedding table ``embedding [V, d]`` (the 1→RMS input layer)."""
+
+    def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+        table = jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.d_model), cfg.param_dtype)
+        self.embedding = nnx.Param(table, logical_axes=("vocab", "embed"))
+        self.compute_dtype = cfg.compute_dtype
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], tokens, axis=0).astype(self.compute_dtype)
+
+
+def rope(x: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding of ``x [B, T, H, D]`` (half-split pairing, positions 0..T-1)."""
+    t, d = x.shape[1], x.shape[-1]
+    freqs = theta ** (-jnp.arange(0, d // 2, dtype=jnp.float32) * 2.0 / d)
+    angles = jnp.arange(t, dtype=jnp.float32)[:, None] * freqs[None, :]  # [T, D/2]
+    sin, cos = jnp.sin(angles)[:, None, :], jnp.cos(angles)[:, None, :]  # [T, 1, D/2]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, implementation: str) -> jax.Array:
+    """Causal softmax attention with GQA.
+
+    Args:
+      q: ``[B, T, H, D]``; k, v: ``[B, T, K, D]`` with H a multiple of K.
+      implementation: "einsum" (explicit, fp32 softmax) or "xla" / "cudnn"
+        (`jax.nn.dot_product_attention`).
+
+    Returns:
+      ``[B, T, H, D]`` in q's dtype.
+    """
+    if implementation != "einsum":
+        return jax.nn.dot_product_attention(
+            q,
+            k,
+            v,
+            is_causal=True,
+            implementation=(None if implementation == "xla" else implementation),
+        )
+    b, t, h, d = q.shape
+    kv = k.shape[2]
+    qg = q.reshape(b, t, kv, h // kv, d)
+    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    logits = logits * (d**-0.5)
+    mask = jnp.tril(jnp.ones((t, t), dtype=bool))
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(b, t, h, d)

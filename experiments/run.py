@@ -27,7 +27,12 @@ def main(argv):
     del argv
     import jax
 
+    if FLAGS["verbosity"].using_default_value:
+        logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; -v 0 shows it
+
     if FLAGS.coordinator_address or FLAGS.distributed:
+        # CPU processes need a collectives backend (GPU/TPU ignore this setting).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=FLAGS.coordinator_address,
             num_processes=FLAGS.num_processes,
@@ -38,7 +43,8 @@ def main(argv):
     config_path = FLAGS["config"].config_filename
     name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
     workdir = FLAGS.workdir or os.path.join("workdirs", name)
-    logging.info("Training %s into %s on %d devices.", name, workdir, jax.device_count())
+    if jax.process_index() == 0:
+        print(f"Training {name} into {workdir} on {jax.device_count()} devices.")
     row = train(_CONFIG.value, workdir)
     if jax.process_index() == 0:
         print(f"\nfinal: step {row.get('step')}  loss {row.get('loss', float('nan')):.4f}  "

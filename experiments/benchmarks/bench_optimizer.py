@@ -11,7 +11,6 @@ runs when torch is installed (`pip install -e .[bench]`).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -66,45 +65,18 @@ def time_optax(tx: optax.GradientTransformation, params, grads, repeats: int) ->
 
 
 def time_torch_scion(shapes: dict[str, tuple[int, int]], repeats: int) -> float:
-    """One Scion step in PyTorch (torch layout [d_out, d_in]), NS compiled in bf16."""
+    """One Scion step in PyTorch (torch layout [d_out, d_in]; embeddings [V, d])."""
     import torch
+    from torch_reference import scion_step
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-
-    @torch.compile
-    def zeropower(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
-        a, b, c = 3.4445, -4.7750, 2.0315
-        x = g.bfloat16()
-        x = x / (x.norm() + 1e-7)
-        tall = g.size(0) > g.size(1)
-        if tall:
-            x = x.T
-        for _ in range(steps):
-            gram = x @ x.T
-            x = a * x + (b * gram + c * gram @ gram) @ x
-        return (x.T if tall else x).to(g.dtype)
-
-    params = {k: torch.randn(s[::-1]) for k, s in shapes.items()}
+    torch_shape = lambda k, s: (s[0], s[1]) if k == "embed" else (s[1], s[0])
+    params = {k: torch.randn(torch_shape(k, s)) for k, s in shapes.items()}
     grads = {k: torch.randn_like(v) for k, v in params.items()}
-
-    @torch.no_grad()
-    def step():
-        for k, w in params.items():
-            g = grads[k]
-            d_out, d_in = g.shape
-            if k == "embed":  # torch Embedding [V, d]: each token row to RMS 1
-                u = g / (g.norm(dim=1, keepdim=True) + 1e-20) * d_in**0.5
-            elif k == "unembed":  # [V, d]: each vocab row to L2 1/√d
-                u = g / (g.norm(dim=1, keepdim=True) + 1e-20) / d_in**0.5
-            else:
-                u = zeropower(g) * (d_out / d_in) ** 0.5
-            w.add_(u, alpha=-0.01)
-
-    step()
+    scion_step(params, grads, 0.01)  # compile
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        step()
+        scion_step(params, grads, 0.01)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 

@@ -15,5 +15,5 @@ def get_config():
     c.model.update(d_model=128, n_layers=4, n_heads=2, vocab_size=256)
     c.optimizer.learning_rate = 2.0**-5
     c.optimizer.lr_scales.hidden = 1 / 8
-    c.log_every, c.norm_every, c.eval_every, c.checkpoint_every = 10, 16, 100, 100
+    c.log_every, c.norm_every, c.eval_every, c.checkpoint_every = 10, 16, 50, 100
     return c

@@ -42,7 +42,8 @@ class Checkpoints:
         """(step, state) of the newest readable checkpoint (`data_iter` is restored in
         place), or None when there is none. Unreadable checkpoints are skipped with a
         warning, newest first."""
-        for step in sorted(self.manager.all_steps(read=True), reverse=True):
+        self.manager.reload()
+        for step in sorted(self.manager.all_steps(), reverse=True):
             try:
                 restored = self.manager.restore(
                     step,

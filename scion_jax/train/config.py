@@ -11,6 +11,8 @@ import math
 
 import ml_collections
 
+from scion_jax.data import default_data_config
+
 OPTIMIZERS = ("scion", "adamw", "muon")
 SCHEDULES = ("constant", "warmup", "linear_decay", "wsd")
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -49,9 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
         dict(name="constant", warmup_steps=0, decay_fraction=0.25)
     )
 
-    c.data = ml_collections.ConfigDict(
-        dict(source="shakespeare", tokenizer="byte", text_field="text", num_epochs=0)
-    )  # num_epochs 0: repeat as needed (epochs are logged)
+    c.data = default_data_config()  # source, tokenizer, ..., num_epochs (None: repeat, logged)
+    c.data.num_epochs = ml_collections.config_dict.placeholder(int)
 
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # -1: the rest
 

@@ -82,10 +82,10 @@ def plot_summary(metrics_path: str, png_path: str) -> None:
             ax_loss.plot(*zip(*pts), label=label, marker="." if key == "eval_loss" else None)
     ax_loss.set(xlabel="tokens", ylabel="loss (nats/token)", title="Loss")
     ax_loss.legend()
-    pts = [(max(r["tokens"], 1), r["output_norm"]) for r in rows if "output_norm" in r]
+    pts = [(r["tokens"], r["output_norm"]) for r in rows if "output_norm" in r]
     if pts:
         ax_norm.plot(*zip(*pts), marker=".")
-    ax_norm.set(xscale="symlog", yscale="log", xlabel="tokens",
+    ax_norm.set(yscale="log", xlabel="tokens",
                 ylabel="‖W_out‖ RMS→∞", title="Output-layer norm")
     for ax in (ax_loss, ax_norm):
         ax.grid(alpha=0.3)

@@ -59,6 +59,22 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
 
+def make_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
+    """(loss_fn(params, batch), step_fn(state, batch) -> (state, metrics)), unjitted."""
+
+    def loss_fn(params, batch):
+        return cross_entropy(nnx.merge(graphdef, params)(batch["inputs"]), batch["targets"])
+
+    def step_fn(state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
+        return new, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+    return loss_fn, step_fn
+
+
 class _Preemption:
     """Turns SIGTERM into a flag the loop checks between steps."""
 
@@ -103,23 +119,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     params = init_params(key)
     state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": jax.jit(tx.init)(params)}
-    state_shardings = jax.tree.map(lambda x: x.sharding, state)
+    # Optimizer state follows its parameter's sharding (GSPMD propagation through
+    # zeros_like); scalars such as step counts are replicated on the mesh.
+    replicated = NamedSharding(mesh, P())
+    state_shardings = jax.tree.map(
+        lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else replicated, state
+    )
+    state = jax.device_put(state, state_shardings)
     batch_sharding = NamedSharding(mesh, BATCH_SPEC)
 
-    def loss_fn(params, batch):
-        return cross_entropy(nnx.merge(graphdef, params)(batch["inputs"]), batch["targets"])
-
-    @functools.partial(
-        jax.jit, in_shardings=(state_shardings, batch_sharding),
-        out_shardings=(state_shardings, None), donate_argnums=0,
-    )
-    def train_step(state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
-        return new, {"loss": loss, "grad_norm": optax.global_norm(grads)}
-
+    loss_fn, step_fn = make_step(graphdef, tx)
+    train_step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
+                         out_shardings=(state_shardings, None), donate_argnums=0)
     eval_loss = jax.jit(loss_fn, in_shardings=(state_shardings["params"], batch_sharding))
     norms_fn = jax.jit(functools.partial(
         layer_norms, rules=rules, power_iters=config.norm_power_iters or None))
@@ -191,7 +202,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 row = {"step": step, "tokens": step * tokens_per_step, "loss": loss,
                        "lr": float(schedule(step - 1)), "tokens_per_s": tps,
                        "grad_norm": float(metrics["grad_norm"]),
-                       "epoch": data_lib.epoch(train_iter)}
+                       "epoch": train_iter.epoch}
                 row["model_flops_per_s"] = tps / tokens_per_step * flops_per_step
                 if norm:
                     row.update(norm_metrics(state["params"]))

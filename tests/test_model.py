@@ -16,6 +16,7 @@ from scion_jax.model import (
     ModelConfig,
     Transformer,
     init_model,
+    make_mesh,
     matmul_params,
     model_flops_per_token,
     param_specs,
@@ -49,6 +50,7 @@ def test_shapes_and_dtypes(dtype):
     assert logits.shape == (2, 16, 256) and logits.dtype == jnp.float32
     assert np.isfinite(np.asarray(logits)).all()
     assert cfg.mlp_hidden == 192 and ModelConfig(d_model=256).mlp_hidden == 704
+    assert ModelConfig(compute_dtype="bfloat16").compute_dtype == jnp.bfloat16
 
 
 def test_parameter_names_are_the_contract():
@@ -209,10 +211,7 @@ def test_sharded_forward_matches_unsharded(scan):
     model = init_model(cfg, jax.random.key(0))
     tokens = _tokens(b=4)
     want = model(tokens)
-    # Auto (GSPMD) axes: params are placed by their specs and jit propagates the rest.
-    mesh = jax.make_mesh(
-        (2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 3
-    )
+    mesh = make_mesh(data=2, fsdp=2, tensor=2)
     specs = param_specs(model)
     graphdef, params = nnx.split(model, nnx.Param)
     spec_leaves = jax.tree.leaves(

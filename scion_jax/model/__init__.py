@@ -1,7 +1,7 @@
 """The paper's Llama-style decoder with "norm everywhere" (PAPER.md §4)."""
 
 from scion_jax.model.config import SIZES, ModelConfig, matmul_params, model_flops_per_token
-from scion_jax.model.sharding import AXIS_RULES, logical_axes, param_specs
+from scion_jax.model.sharding import AXIS_RULES, logical_axes, make_mesh, param_specs
 from scion_jax.model.transformer import (
     MLP,
     Attention,
@@ -21,6 +21,7 @@ __all__ = [
     "Transformer",
     "init_model",
     "logical_axes",
+    "make_mesh",
     "matmul_params",
     "model_flops_per_token",
     "param_specs",

@@ -57,6 +57,8 @@ class ModelConfig:
     compute_dtype: Any = jnp.float32
 
     def __post_init__(self):
+        for name in ("param_dtype", "compute_dtype"):  # accept "bfloat16" etc. from configs
+            object.__setattr__(self, name, jnp.dtype(getattr(self, name)))
         if self.n_kv_heads is None:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
         if self.mlp_hidden is None:

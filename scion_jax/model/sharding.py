@@ -29,6 +29,22 @@ AXIS_RULES: tuple[tuple[str, MeshAxes], ...] = (
 )
 
 
+MESH_AXES = ("data", "fsdp", "tensor")
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1) -> jax.sharding.Mesh:
+    """A ``("data", "fsdp", "tensor")`` mesh with Auto (GSPMD) axes, the mode the model is
+    written for: place parameters by `param_specs` and let ``jax.jit`` propagate the rest.
+    ``data=-1`` takes the devices left over."""
+    n = jax.device_count()
+    if data == -1:
+        data = n // (fsdp * tensor)
+    if data * fsdp * tensor != n:
+        raise ValueError(f"Mesh {data}×{fsdp}×{tensor} does not use the {n} devices.")
+    auto = (jax.sharding.AxisType.Auto,) * 3
+    return jax.make_mesh((data, fsdp, tensor), MESH_AXES, axis_types=auto)
+
+
 def logical_to_spec(
     axes: Sequence[str | None], rules: Sequence[tuple[str, MeshAxes]] = AXIS_RULES
 ) -> P:

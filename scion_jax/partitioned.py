@@ -135,8 +135,13 @@ def _explicit_apply(
         lead = local.shape[:-2]
         flat = local.reshape(-1, *local.shape[-2:])
         y = route_and_apply(
-            flat, fn, row_axes=row_axes, col_axes=col_axes, free_axes=free_axes,
-            group=group, reduce_out=reduce_out,
+            flat,
+            fn,
+            row_axes=row_axes,
+            col_axes=col_axes,
+            free_axes=free_axes,
+            group=group,
+            reduce_out=reduce_out,
         )
         return y.reshape(*lead, *y.shape[1:])
 
@@ -151,6 +156,14 @@ def _auto_apply(stack: jax.Array, mesh: Mesh, fn: StackFn) -> jax.Array:
     stack = jnp.pad(stack, ((0, k * n - count), (0, 0), (0, 0)))
     spec = PartitionSpec(mesh.axis_names)
     out = jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec)(stack)
+    # Back to a row- (or column-) split layout before unstacking: from there each
+    # matrix reaches any parameter layout with at most one collective of its size.
+    names = mesh.axis_names
+    for dim in (1, 2):
+        if out.ndim == 3 and out.shape[dim] % n == 0:
+            target = PartitionSpec(None, *([None] * (dim - 1)), names)
+            out = jax.lax.with_sharding_constraint(out, NamedSharding(mesh, target))
+            break
     return out[:count]
 
 
@@ -188,6 +201,18 @@ def _apply_grouped(
     return out  # type: ignore[return-value]
 
 
+def _wire_ns(ns_coeffs: Coeffs, ns_steps: int | jax.Array, ns_dtype: Any) -> StackFn:
+    """Newton–Schulz returning its result in the matmul dtype (exact: it was computed in
+    it), so the return trip moves bf16, not fp32; "svd" stays fp32."""
+    dtype = jnp.dtype(ns_dtype)
+    wire = jnp.float32 if isinstance(ns_coeffs, str) and ns_coeffs == "svd" else dtype
+
+    def ns(x):
+        return newton_schulz(x, ns_coeffs, ns_steps, dtype).astype(wire)
+
+    return ns
+
+
 def _check_mesh(mesh: Any) -> Mesh:
     if not isinstance(mesh, Mesh):
         raise ValueError(
@@ -218,15 +243,13 @@ def mesh_orthogonalizer(
       A one-device mesh gives the plain per-matrix computation.
     """
     mesh = _check_mesh(mesh)
-    dtype = jnp.dtype(ns_dtype)
-
-    def ns(x):
-        return newton_schulz(x, ns_coeffs, ns_steps, dtype)
+    ns = _wire_ns(ns_coeffs, ns_steps, ns_dtype)
 
     def orthogonalize(mats):
         if mesh.size == 1:
-            return [ns(m) for m in mats]
-        return _apply_grouped(list(mats), mesh, ns, reduce_out=False)
+            return [newton_schulz(m, ns_coeffs, ns_steps, jnp.dtype(ns_dtype)) for m in mats]
+        out = _apply_grouped(list(mats), mesh, ns, reduce_out=False)
+        return [o.astype(jnp.float32) for o in out]
 
     return orthogonalize
 
@@ -248,8 +271,10 @@ def owner_apply(
     """
     mesh = _check_mesh(mesh)
     if mesh.size == 1:
-        return [fn(m.reshape(-1, *m.shape[-2:])).reshape(*m.shape[:-2], -1) if reduce_out
-                else fn(m) for m in mats]
+        return [
+            fn(m.reshape(-1, *m.shape[-2:])).reshape(*m.shape[:-2], -1) if reduce_out else fn(m)
+            for m in mats
+        ]
     return _apply_grouped(list(mats), mesh, fn, reduce_out)
 
 
@@ -282,15 +307,12 @@ def axis_orthogonalizer(
     axes = (axis_name,) if isinstance(axis_name, str) else axis_name
     if not (isinstance(axes, tuple) and axes and all(isinstance(a, str) for a in axes)):
         raise ValueError(f"axis_name must be a str or a tuple of str; got {axis_name!r}.")
-    dtype = jnp.dtype(ns_dtype)
-
-    def ns(x):
-        return newton_schulz(x, ns_coeffs, ns_steps, dtype)
+    ns = _wire_ns(ns_coeffs, ns_steps, ns_dtype)
 
     def orthogonalize(mats):
         size = _axis_size(axes)
         if size == 1:
-            return [ns(m) for m in mats]
+            return [newton_schulz(m, ns_coeffs, ns_steps, jnp.dtype(ns_dtype)) for m in mats]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, m in enumerate(mats):
             groups.setdefault(tuple(m.shape[-2:]), []).append(i)
@@ -300,7 +322,8 @@ def axis_orthogonalizer(
             res = route_and_apply(jnp.concatenate(flat, axis=0), ns, free_axes=axes, group=size)
             start = 0
             for i, f in zip(idx, flat, strict=True):
-                out[i] = res[start : start + f.shape[0]].reshape(mats[i].shape)
+                piece = res[start : start + f.shape[0]].astype(jnp.float32)
+                out[i] = piece.reshape(mats[i].shape)
                 start += f.shape[0]
         return out  # type: ignore[return-value]
 

@@ -60,7 +60,7 @@ def _group_size(mesh: Mesh, axes: Sequence[str]) -> int:
     return math.prod(mesh.shape[a] for a in axes)
 
 
-def _spec_of(x: jax.Array) -> PartitionSpec | None:
+def spec_of(x: jax.Array) -> PartitionSpec | None:
     """The explicit sharding spec of a traced (or concrete) array, None under Auto."""
     sharding = jax.typeof(x).sharding
     mesh = getattr(sharding, "mesh", None)
@@ -174,7 +174,7 @@ def _apply_grouped(
 
     With `reduce_out` each result is ``[*batch, m]`` (per-matrix values).
     """
-    specs = [_spec_of(m) for m in mats]
+    specs = [spec_of(m) for m in mats]
     groups: dict[Any, list[int]] = {}
     for i, (m, s) in enumerate(zip(mats, specs, strict=True)):
         key = (m.shape, tuple(s)) if s is not None else ("auto", m.shape[-2:])

@@ -264,3 +264,25 @@ def test_row_lmos_reduce_only_when_split():
     )
     assert set(cols) == {"all-reduce"}
     assert cols["all-reduce"]["bytes"] <= 256 * 4  # one squared norm per row
+
+
+@pytest.mark.parametrize("axis_type", [AxisType.Explicit, AxisType.Auto])
+def test_layer_norms_under_mesh_match_plain(axis_type):
+    """Whole-matrix norms computed on owners equal the unpartitioned ones."""
+    grads = make_grads(3)
+    which = ("role", "condition_number", "stable_rank", "frobenius")
+    want = jax.device_get(jax.jit(lambda t: scion_jax.layer_norms(t, RULES, which))(grads))
+    mesh = jax.make_mesh((2, 4), ("fsdp", "tensor"), axis_types=(axis_type,) * 2)
+    kinds = {"w0": "fsdp", "w1": "tensor", "w2": "2d", "stack": "stack_L", "mid0": "replicated"}
+    sh = {
+        k: NamedSharding(mesh, spec_for(kinds.get(k, "fsdp"), v.shape, mesh.axis_names))
+        for k, v in grads.items()
+    }
+    sharded = {k: jax.device_put(v, sh[k]) for k, v in grads.items()}
+    fn = jax.jit(lambda t: scion_jax.layer_norms(t, RULES, which, mesh=mesh))
+    got = jax.device_get(fn(sharded))
+    assert list(got) == list(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
+    hlo = fn.lower(sharded).compile().as_text()
+    assert "all-to-all" in hlo  # FSDP-split matrices travel to their owners

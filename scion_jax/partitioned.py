@@ -172,33 +172,57 @@ def _apply_grouped(
 ) -> list[jax.Array]:
     """`fn` on every matrix of every ``[*batch, d_in, d_out]`` in `mats`, stack by stack.
 
-    With `reduce_out` each result is ``[*batch, m]`` (per-matrix values).
+    For orth() (not `reduce_out`) tall matrices join the stack of their transposes,
+    as Newton–Schulz works on the short side anyway: e.g. an MLP's w2 ``[h, d]``
+    shares owners with w1, w3 ``[d, h]``, which balances the devices better. A
+    member whose sharding differs from its stack's (most common) one is resharded
+    to it first and back after. With `reduce_out` each result is ``[*batch, m]``.
     """
+    flip = [not reduce_out and m.shape[-2] > m.shape[-1] for m in mats]
+    mats = [jnp.swapaxes(m, -1, -2) if f else m for m, f in zip(mats, flip, strict=True)]
     specs = [spec_of(m) for m in mats]
     groups: dict[Any, list[int]] = {}
     for i, (m, s) in enumerate(zip(mats, specs, strict=True)):
-        key = (m.shape, tuple(s)) if s is not None else ("auto", m.shape[-2:])
+        key = ("auto", m.shape[-2:]) if s is None else ("explicit", m.shape)
         groups.setdefault(key, []).append(i)
     # Largest matrices first (only the dispatch order: each stack is balanced alone).
     order = sorted(groups, key=lambda key: -math.prod(mats[groups[key][0]].shape[-2:]))
-    out: list[jax.Array | None] = [None] * len(mats)
+    out: list[jax.Array] = list(mats)
     for key in order:
         idx = groups[key]
         if key[0] == "auto":
             flat = [mats[i].reshape(-1, *mats[i].shape[-2:]) for i in idx]
-            sizes = [f.shape[0] for f in flat]
             res = _auto_apply(jnp.concatenate(flat, axis=0), mesh, fn)
             start = 0
-            for i, size in zip(idx, sizes, strict=True):
-                piece = res[start : start + size]
+            for i, f in zip(idx, flat, strict=True):
+                piece = res[start : start + f.shape[0]]
                 out[i] = piece.reshape(*mats[i].shape[:-2], *piece.shape[1:])
-                start += size
-        else:
-            spec = PartitionSpec(None, *specs[idx[0]])
-            res = _explicit_apply(jnp.stack([mats[i] for i in idx]), spec, mesh, fn, reduce_out)
-            for j, i in enumerate(idx):
-                out[i] = res[j]
-    return out  # type: ignore[return-value]
+                start += f.shape[0]
+            continue
+        member_specs = [tuple(specs[i]) for i in idx]
+        common = PartitionSpec(*max(member_specs, key=member_specs.count))
+        for s in {PartitionSpec(*s) for s in member_specs}:
+            _check_axes(s, mesh)
+        stack = jnp.stack([_reshard(mats[i], specs[i], common, mesh) for i in idx])
+        res = _explicit_apply(stack, PartitionSpec(None, *common), mesh, fn, reduce_out)
+        for j, i in enumerate(idx):
+            out[i] = res[j] if reduce_out else _reshard(res[j], common, specs[i], mesh)
+    return [jnp.swapaxes(o, -1, -2) if f else o for o, f in zip(out, flip, strict=True)]
+
+
+def _reshard(x: jax.Array, have: PartitionSpec, want: PartitionSpec, mesh: Mesh) -> jax.Array:
+    if tuple(have) == tuple(want):
+        return x
+    return jax.sharding.reshard(x, NamedSharding(mesh, want))
+
+
+def _check_axes(spec: PartitionSpec, mesh: Mesh) -> None:
+    unknown = [a for e in spec for a in _axes(e) if a not in mesh.axis_names]
+    if unknown:
+        raise ValueError(
+            f"A gradient is sharded over mesh axes {unknown} that the optimizer's mesh "
+            f"{dict(mesh.shape)} does not have: pass scion(..., mesh=) the parameters' mesh."
+        )
 
 
 def _wire_ns(ns_coeffs: Coeffs, ns_steps: int | jax.Array, ns_dtype: Any) -> StackFn:

@@ -186,6 +186,12 @@ def test_errors():
     grads = make_grads()
     with pytest.raises(ValueError, match="not bound"):
         opt.update(grads, opt.init(grads))
+    other = jax.make_mesh((8,), ("data",))
+    sharded = {k: jax.device_put(v, NamedSharding(other, spec_for("fsdp", v.shape, ("data",))))
+               for k, v in grads.items()}
+    opt = scion_jax.scion(1.0, RULES, mesh=mesh)
+    with pytest.raises(ValueError, match="does not have"):
+        jax.jit(lambda g: opt.update(g, opt.init(g))[0])(sharded)
 
 
 def test_route_and_apply_owner_sees_whole_matrices():

@@ -12,7 +12,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
+from scion_jax import partitioned
 from scion_jax.rules import Role, Rules, path_str, resolve_roles, to_matrix
 
 VALID = (
@@ -28,6 +30,9 @@ VALID = (
 )
 # `which` entry meaning "each parameter's own role norm" in `layer_norms`.
 ROLE = "role"
+# Norms that need the whole matrix (an SVD or power iteration): under a mesh they are
+# computed on the matrix's owner device, as partitioned Newton–Schulz does.
+WHOLE_MATRIX = ("rms_to_rms", "condition_number", "stable_rank")
 
 
 def _col_norms(m):  # L2 norm of each column (over d_in): one per output
@@ -99,6 +104,7 @@ def layer_norms(
     which: Sequence[str] = (ROLE,),
     *,
     power_iters: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, jax.Array]:
     """``{f"{norm}/{path}": scalar}`` for every parameter (jit-able).
 
@@ -109,6 +115,12 @@ def layer_norms(
         Norms that do not apply to a parameter's shape are skipped; frozen
         ("none") parameters get only the explicitly named norms.
       power_iters: estimate σ_max by power iteration rather than SVD.
+      mesh: the mesh `tree` is sharded over: the whole-matrix norms (`WHOLE_MATRIX`)
+        are then computed where the whole matrix is, each matrix on one owner device
+        (`partitioned.owner_apply`, the same assignment as partitioned Newton–Schulz);
+        the row/column/elementwise norms are reductions GSPMD splits as it likes.
+        (With `power_iters`, owners start the iteration from per-stack random vectors,
+        so estimates differ slightly from the unpartitioned ones before convergence.)
 
     Stacked parameters ``[L, d_in, d_out]`` give one entry per matrix,
     ``f"{norm}/{path}/{i}"``.
@@ -117,21 +129,43 @@ def layer_norms(
         if name != ROLE and name not in VALID:
             raise ValueError(f"Unknown norm {name!r}; valid: {ROLE!r}, {', '.join(VALID)}.")
     roles = resolve_roles(tree, rules)
-    out = {}
+    values = {}
+    owned: dict[tuple[str, ...], list[tuple[str, jax.Array]]] = {}  # norm names -> leaves
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     role_leaves = jax.tree.structure(tree).flatten_up_to(roles)
     for (path, w), role in zip(flat, role_leaves, strict=True):
         p = path_str(path)
+        on_owner = []
         for name in which:
             norm = role.norm if name == ROLE else name
-            if norm == "none" or not _applies(norm, w.ndim):
+            if norm == "none" or not _applies(norm, w.ndim) or f"{norm}/{p}" in values:
                 continue
-            value = operator_norm(w, norm, role, power_iters=power_iters)
-            if value.ndim == 0:
-                out[f"{norm}/{p}"] = value
+            if mesh is not None and norm in WHOLE_MATRIX and w.ndim >= 2:
+                on_owner.append(norm)
+                values[f"{norm}/{p}"] = None  # placeholder: keeps the key order
             else:
-                for i, v in enumerate(value.reshape(-1)):
-                    out[f"{norm}/{p}/{i}"] = v
+                values[f"{norm}/{p}"] = operator_norm(w, norm, role, power_iters=power_iters)
+        if on_owner:
+            m = to_matrix(jnp.asarray(w, jnp.promote_types(w.dtype, jnp.float32)), role)
+            owned.setdefault(tuple(on_owner), []).append((p, m))
+    for names, leaves in owned.items():
+
+        def fn(x, names=names):  # [k, d_in, d_out] -> [k, len(names)]
+            return jnp.stack([operator_norm(x, n, power_iters=power_iters) for n in names], -1)
+
+        results = partitioned.owner_apply([m for _, m in leaves], mesh, fn)
+        for (p, _), r in zip(leaves, results, strict=True):
+            for j, n in enumerate(names):
+                values[f"{n}/{p}"] = r[..., j]
+    out = {}
+    for key, value in values.items():
+        if value.ndim == 0:
+            out[key] = value
+        else:
+            if mesh is not None and partitioned.spec_of(value) is not None:  # Explicit axes
+                value = jax.sharding.reshard(value, jax.sharding.NamedSharding(mesh, P()))
+            for i, v in enumerate(value.reshape(-1)):
+                out[f"{key}/{i}"] = v
     return out
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from scion_jax import lmo as lmo_lib
+from scion_jax import partitioned
 from scion_jax.newton_schulz import Coeffs, newton_schulz, resolve_coeffs
 from scion_jax.rules import Rules, compile_rules, from_matrix, resolve_roles, to_matrix
 
@@ -149,6 +150,8 @@ def scion(
     ns_dtype: Any = "bfloat16",
     mu_dtype: Any = "float32",
     orthogonalizer: Orthogonalizer | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    axis_name: str | tuple[str, ...] | None = None,
 ) -> optax.GradientTransformation:
     """Scion: per-layer norm-constrained LMO steps (PAPER.md §2).
 
@@ -167,12 +170,28 @@ def scion(
       mu_dtype: momentum dtype.
       orthogonalizer: overrides how "rms_to_rms" matrices are orthogonalized
         (e.g. `scion_jax.partitioned` ones); the ns_* arguments are then unused.
+      mesh: partition Newton–Schulz over this mesh (jit code whose params carry
+        NamedShardings on it): each device orthogonalizes the whole matrices it
+        owns (`scion_jax.partitioned.mesh_orthogonalizer`).
+      axis_name: inside a data-parallel `jax.pmap` / `jax.shard_map` step over this
+        axis (gradients already averaged): each device orthogonalizes its share and
+        one all_gather completes the update (`partitioned.axis_orthogonalizer`).
 
     Returns:
       An `optax.GradientTransformation`; works under `optax.inject_hyperparams`
       (learning_rate, momentum, weight_decay, radius, ns_steps injectable).
     """
     resolve_coeffs(ns_coeffs)  # validate eagerly
+    chosen = [n for n, v in (("orthogonalizer", orthogonalizer), ("mesh", mesh),
+                             ("axis_name", axis_name)) if v is not None]
+    if len(chosen) > 1:
+        raise ValueError(
+            f"scion takes at most one of orthogonalizer, mesh, axis_name; got {chosen}."
+        )
+    if mesh is not None:
+        orthogonalizer = partitioned.mesh_orthogonalizer(mesh, ns_coeffs, ns_steps, ns_dtype)
+    elif axis_name is not None:
+        orthogonalizer = partitioned.axis_orthogonalizer(axis_name, ns_coeffs, ns_steps, ns_dtype)
     orthogonalizer = orthogonalizer or per_matrix_orthogonalizer(
         ns_coeffs, ns_steps, jnp.dtype(ns_dtype)
     )

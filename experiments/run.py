@@ -12,7 +12,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/quickstart.py", "Config file (ml_collections).",
+    "config",
+    "experiments/configs/quickstart.py",
+    "Config file (ml_collections).",
     lock_config=True,
 )
 flags.DEFINE_string("workdir", None, "Output directory (default: workdirs/<config name>).")
@@ -47,8 +49,10 @@ def main(argv):
         print(f"Training {name} into {workdir} on {jax.device_count()} devices.")
     row = train(_CONFIG.value, workdir)
     if jax.process_index() == 0:
-        print(f"\nfinal: step {row.get('step')}  loss {row.get('loss', float('nan')):.4f}  "
-              f"output norm {row.get('output_norm', float('nan')):.3f}")
+        print(
+            f"\nfinal: step {row.get('step')}  loss {row.get('loss', float('nan')):.4f}  "
+            f"output norm {row.get('output_norm', float('nan')):.3f}"
+        )
         print(f"metrics:     {os.path.join(workdir, 'metrics.jsonl')}")
         print(f"tensorboard: {os.path.join(workdir, 'tensorboard')}")
         print(f"checkpoints: {os.path.join(workdir, 'checkpoints')}")

@@ -19,8 +19,10 @@ from scion_jax.train.metrics import read_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("tokens_per_s", "model_flops_per_s")
-WORDS = ("the king and queen of denmark walk in the garden at night while the ghost of "
-         "the old king speaks to his son about a murder most foul and strange ").split()
+WORDS = (
+    "the king and queen of denmark walk in the garden at night while the ghost of "
+    "the old king speaks to his son about a murder most foul and strange "
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def corpus(tmp_path_factory):
     rng = np.random.default_rng(0)
     for i in range(12):
         start = rng.integers(0, len(WORDS), size=400)
-        text = " ".join(" ".join(WORDS[s:s + 6]) for s in start)
+        text = " ".join(" ".join(WORDS[s : s + 6]) for s in start)
         (d / f"doc{i:02d}.txt").write_text(text)
     return str(d / "*.txt")
 
@@ -54,17 +56,17 @@ def tiny_config(corpus: str, **overrides):
 
 
 def _run_cmd(config, workdir, *extra):
-    """`experiments/run.py` on `config`, saved as a config file beside the workdir."""
-    os.makedirs(workdir, exist_ok=True)
-    json_path = os.path.join(workdir, "..", f"{os.path.basename(workdir)}_config.json")
+    """`experiments/run.py` on `config`, saved as JSON beside the workdir."""
+    json_path = f"{workdir}_config.json"
     with open(json_path, "w") as f:
         f.write(config.to_json())
-    config_file = json_path.replace(".json", ".py")
-    with open(config_file, "w") as f:
-        f.write("import json\nimport ml_collections\n\n\ndef get_config():\n"
-                f"    return ml_collections.ConfigDict(json.load(open({json_path!r})))\n")
-    return [sys.executable, os.path.join(ROOT, "experiments", "run.py"),
-            f"--config={config_file}", f"--workdir={workdir}", *extra]
+    return [
+        sys.executable,
+        os.path.join(ROOT, "experiments", "run.py"),
+        f"--config={os.path.join(ROOT, 'experiments', 'configs', 'from_json.py')}:{json_path}",
+        f"--workdir={workdir}",
+        *extra,
+    ]
 
 
 def _final_params(workdir):
@@ -75,8 +77,10 @@ def _final_params(workdir):
 
 
 def _rows_without_timing(workdir):
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS}
-            for r in read_rows(os.path.join(workdir, "metrics.jsonl"))]
+    return [
+        {k: v for k, v in r.items() if k not in TIMING_KEYS}
+        for r in read_rows(os.path.join(workdir, "metrics.jsonl"))
+    ]
 
 
 def _assert_trees_equal(a, b, **tol):
@@ -118,8 +122,9 @@ def test_kill_and_resume_is_exact(corpus, tmp_path):
     config = tiny_config(corpus, checkpoint_every=5)
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(_run_cmd(config, full), check=True, capture_output=True, timeout=300)
-    proc = subprocess.Popen(_run_cmd(config, killed), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _run_cmd(config, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt = killed / "checkpoints"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -136,6 +141,21 @@ def test_kill_and_resume_is_exact(corpus, tmp_path):
     assert step_a == step_b == 30
     _assert_trees_equal(params_a, params_b)  # bitwise on CPU
     assert _rows_without_timing(full) == _rows_without_timing(killed)
+
+
+def test_sigterm_saves_and_exits(corpus, tmp_path):
+    config = tiny_config(corpus, steps=400, checkpoint_every=1000, log_every=1)
+    proc = subprocess.Popen(
+        _run_cmd(config, tmp_path / "run"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(read_rows(str(metrics))) < 4:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    saved = max(int(s) for s in os.listdir(tmp_path / "run" / "checkpoints") if s.isdigit())
+    assert 3 <= saved < 400 and read_rows(str(metrics))[-1]["step"] == saved
 
 
 def test_corrupt_latest_checkpoint_resumes_from_previous(corpus, tmp_path, caplog):
@@ -163,19 +183,34 @@ def test_nan_loss_stops_with_the_step(corpus, tmp_path):
 def test_sharded_step_equals_single_device(corpus, tmp_path):
     # fp32 Newton–Schulz: bf16 would amplify the reduction-order differences of the
     # data-parallel gradient mean into ~1e-3 relative differences of the update.
-    common = dict(steps=3, log_every=1, norm_every=3, eval_every=3, checkpoint_every=3,
-                  **{"optimizer.ns_dtype": "float32"})
+    common = dict(
+        steps=3,
+        log_every=1,
+        norm_every=3,
+        eval_every=3,
+        checkpoint_every=3,
+        **{"optimizer.ns_dtype": "float32"},
+    )
     config = tiny_config(corpus, **common, **{"mesh.data": 4, "mesh.fsdp": 2})
     sharded = train(config, str(tmp_path / "sharded"))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     single_cfg = tiny_config(corpus, **common, **{"mesh.data": 1, "mesh.fsdp": 1})
-    subprocess.run(_run_cmd(single_cfg, tmp_path / "single"), check=True, env=env,
-                   capture_output=True, timeout=300)
+    subprocess.run(
+        _run_cmd(single_cfg, tmp_path / "single"),
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     single = read_rows(os.path.join(tmp_path / "single", "metrics.jsonl"))[-1]
     assert sharded["loss"] == pytest.approx(single["loss"], rel=1e-4)
     assert sharded["output_norm"] == pytest.approx(single["output_norm"], rel=1e-4)
-    _assert_trees_equal(_final_params(tmp_path / "sharded")[1],
-                        _final_params(tmp_path / "single")[1], rtol=1e-4, atol=1e-6)
+    _assert_trees_equal(
+        _final_params(tmp_path / "sharded")[1],
+        _final_params(tmp_path / "single")[1],
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def _free_port() -> int:
@@ -185,15 +220,31 @@ def _free_port() -> int:
 
 
 def test_two_process_run(corpus, tmp_path):
-    config = tiny_config(corpus, steps=5, log_every=1, norm_every=5, eval_every=5,
-                         checkpoint_every=5, **{"mesh.data": 4, "mesh.fsdp": 2})
+    config = tiny_config(
+        corpus,
+        steps=5,
+        log_every=1,
+        norm_every=5,
+        eval_every=5,
+        checkpoint_every=5,
+        **{"mesh.data": 4, "mesh.fsdp": 2},
+    )
     port = _free_port()
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     procs = [
         subprocess.Popen(
-            _run_cmd(config, tmp_path / "multi", f"--coordinator_address=127.0.0.1:{port}",
-                     "--num_processes=2", f"--process_id={i}"),
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            _run_cmd(
+                config,
+                tmp_path / "multi",
+                f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(2)
     ]
     try:

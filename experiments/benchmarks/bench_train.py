@@ -65,8 +65,9 @@ def matmul_peak() -> float:
 def _config(width: int, optimizer: str):
     c = base_config()
     c.seq_len, c.batch_size = FLAGS.seq_len, FLAGS.batch
-    c.model.update(d_model=width, n_layers=FLAGS.n_layers, n_heads=max(width // 64, 1),
-                   vocab_size=256)
+    c.model.update(
+        d_model=width, n_layers=FLAGS.n_layers, n_heads=max(width // 64, 1), vocab_size=256
+    )
     c.optimizer.name = optimizer
     c.optimizer.learning_rate = 2.0**-6 if optimizer == "scion" else 1e-3
     return c
@@ -79,8 +80,11 @@ def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float]:
     tx = make_optimizer(config, cfg, mesh=None)
     graphdef, params = nnx.split(init_model(cfg, jax.random.key(0)), nnx.Param)
     loss_fn, step_fn = make_step(graphdef, tx)
-    fresh = lambda: {"step": jnp.zeros((), jnp.int32), "params": jax.tree.map(jnp.copy, params),
-                     "opt_state": tx.init(params)}
+    fresh = lambda: {
+        "step": jnp.zeros((), jnp.int32),
+        "params": jax.tree.map(jnp.copy, params),
+        "opt_state": tx.init(params),
+    }
     tokens = jax.random.randint(jax.random.key(1), (FLAGS.batch, FLAGS.seq_len + 1), 0, 256)
     batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
     step = jax.jit(step_fn, donate_argnums=0)
@@ -102,8 +106,10 @@ def torch_tokens_per_s(width: int) -> float:
     tokens = torch.randint(0, 256, (FLAGS.batch, FLAGS.seq_len + 1))
     named = dict(model.named_parameters())
     # Scion roles by name: embedding / unembedding rows, the rest spectral.
-    named = {("embed" if k.startswith("embed") else "unembed" if k.startswith("unembed")
-              else k): v for k, v in named.items()}
+    named = {
+        ("embed" if k.startswith("embed") else "unembed" if k.startswith("unembed") else k): v
+        for k, v in named.items()
+    }
 
     def step():
         loss = F.cross_entropy(compiled(tokens[:, :-1]).flatten(0, 1), tokens[:, 1:].flatten())
@@ -122,8 +128,15 @@ def torch_tokens_per_s(width: int) -> float:
 
 
 def _torch_in_child(width: int) -> float | None:
-    cmd = [sys.executable, __file__, f"--torch_child={width}", f"--n_layers={FLAGS.n_layers}",
-           f"--seq_len={FLAGS.seq_len}", f"--batch={FLAGS.batch}", f"--steps={FLAGS.steps}"]
+    cmd = [
+        sys.executable,
+        __file__,
+        f"--torch_child={width}",
+        f"--n_layers={FLAGS.n_layers}",
+        f"--seq_len={FLAGS.seq_len}",
+        f"--batch={FLAGS.batch}",
+        f"--steps={FLAGS.steps}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         print(f"PyTorch baseline skipped: {out.stderr.strip().splitlines()[-1:]}")
@@ -137,13 +150,16 @@ def main(_):
         return
     peak = matmul_peak()
     print(f"measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s on {jax.devices()[0]}")
-    header = (f"{'d':>5s} {'opt':>6s} {'tokens/s':>10s} {'MFU':>6s} {'opt share':>10s} "
-              f"{'torch tok/s':>12s} {'ours/torch':>11s}")
+    header = (
+        f"{'d':>5s} {'opt':>6s} {'tokens/s':>10s} {'MFU':>6s} {'opt share':>10s} "
+        f"{'torch tok/s':>12s} {'ours/torch':>11s}"
+    )
     print(header)
     for width in map(int, FLAGS.widths):
         torch_tps = _torch_in_child(width) if FLAGS.torch else None
-        flops_per_token = model_flops_per_token(model_config(_config(width, "scion")),
-                                                FLAGS.seq_len)
+        flops_per_token = model_flops_per_token(
+            model_config(_config(width, "scion")), FLAGS.seq_len
+        )
         for optimizer in ("scion", "adamw"):
             tps, t_step, t_grad = jax_tokens_per_s(width, optimizer)
             mfu = tps * flops_per_token / peak
@@ -151,8 +167,10 @@ def main(_):
             torch_cols = ("", "")
             if torch_tps and optimizer == "scion":
                 torch_cols = (f"{torch_tps:,.0f}", f"{tps / torch_tps:.2f}")
-            print(f"{width:5d} {optimizer:>6s} {tps:10,.0f} {mfu:6.1%} {share:10.1%} "
-                  f"{torch_cols[0]:>12s} {torch_cols[1]:>11s}")
+            print(
+                f"{width:5d} {optimizer:>6s} {tps:10,.0f} {mfu:6.1%} {share:10.1%} "
+                f"{torch_cols[0]:>12s} {torch_cols[1]:>11s}"
+            )
 
 
 if __name__ == "__main__":

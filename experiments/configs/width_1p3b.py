@@ -1,6 +1,6 @@
 """The paper's width_1p3b model (PAPER.md §4), for GPU/TPU pods.
 
-    python experiments/run.py --config=experiments/configs/width_1p3b.py:/path/to/prepared_data
+python experiments/run.py --config=experiments/configs/width_1p3b.py:/path/to/prepared_data
 """
 
 from scion_jax.train.config import paper_config

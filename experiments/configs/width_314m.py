@@ -1,6 +1,6 @@
 """The paper's width_314m model (PAPER.md §4), for GPU/TPU pods.
 
-    python experiments/run.py --config=experiments/configs/width_314m.py:/path/to/prepared_data
+python experiments/run.py --config=experiments/configs/width_314m.py:/path/to/prepared_data
 """
 
 from scion_jax.train.config import paper_config

@@ -53,8 +53,11 @@ class Checkpoints:
                     ),
                 )
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint: try the previous
-                logging.warning("Checkpoint at step %d is unreadable (%s); trying the previous.",
-                                step, str(e).splitlines()[0][:200])
+                logging.warning(
+                    "Checkpoint at step %d is unreadable (%s); trying the previous.",
+                    step,
+                    str(e).splitlines()[0][:200],
+                )
                 continue
             return step, restored.state
         return None

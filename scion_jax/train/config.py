@@ -29,18 +29,38 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict(
         dict(
-            vocab_size=256, d_model=128, n_layers=4, n_heads=2, n_kv_heads=0, head_dim=64,
-            mlp_hidden=0, norm_everywhere=True, learnable_norm=False, scan_layers=False,
-            rope_theta=10000.0, attention="einsum", param_dtype="float32",
+            vocab_size=256,
+            d_model=128,
+            n_layers=4,
+            n_heads=2,
+            n_kv_heads=0,
+            head_dim=64,
+            mlp_hidden=0,
+            norm_everywhere=True,
+            learnable_norm=False,
+            scan_layers=False,
+            rope_theta=10000.0,
+            attention="einsum",
+            param_dtype="float32",
             compute_dtype="float32",
         )
     )  # n_kv_heads / mlp_hidden 0: the defaults (= n_heads; 8/3·d rounded up to 64)
 
     c.optimizer = ml_collections.ConfigDict(
         dict(
-            name="scion", learning_rate=2.0**-7, momentum=0.0, nesterov=False,
-            weight_decay=0.0, ns_coeffs="muon", ns_steps=5, ns_dtype="bfloat16",
-            b1=0.9, b2=0.95, eps=1e-8, grad_clip=0.0, partitioned=True,
+            name="scion",
+            learning_rate=2.0**-7,
+            momentum=0.0,
+            nesterov=False,
+            weight_decay=0.0,
+            ns_coeffs="muon",
+            ns_steps=5,
+            ns_dtype="bfloat16",
+            b1=0.9,
+            b2=0.95,
+            eps=1e-8,
+            grad_clip=0.0,
+            partitioned=True,
         )
     )  # b1/b2/eps: AdamW; grad_clip 0: off; partitioned: Newton–Schulz split over the mesh
     c.optimizer.lr_scales = ml_collections.ConfigDict(dict(input=1.0, hidden=1.0, output=1.0))
@@ -83,8 +103,18 @@ def _positive(config: ml_collections.ConfigDict, *keys: str) -> None:
 
 def validate(config: ml_collections.ConfigDict, n_devices: int) -> dict[str, int]:
     """Checks every value the trainer relies on; returns the resolved mesh shape."""
-    _positive(config, "steps", "batch_size", "seq_len", "optimizer.learning_rate",
-              "log_every", "norm_every", "eval_every", "checkpoint_every", "keep_checkpoints")
+    _positive(
+        config,
+        "steps",
+        "batch_size",
+        "seq_len",
+        "optimizer.learning_rate",
+        "log_every",
+        "norm_every",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+    )
     _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     _choice("schedule.name", config.schedule.name, SCHEDULES)
     _choice("model.param_dtype", config.model.param_dtype, DTYPES)
@@ -92,7 +122,9 @@ def validate(config: ml_collections.ConfigDict, n_devices: int) -> dict[str, int
     _choice("optimizer.ns_dtype", config.optimizer.ns_dtype, DTYPES)
     _choice("optimizer.ns_coeffs", config.optimizer.ns_coeffs, NS_COEFFS)
     if not 0.0 <= config.optimizer.momentum <= 1.0:
-        raise ValueError(f"config.optimizer.momentum={config.optimizer.momentum} must be in [0, 1].")
+        raise ValueError(
+            f"config.optimizer.momentum={config.optimizer.momentum} must be in [0, 1]."
+        )
     if not 0.0 < config.schedule.decay_fraction <= 1.0:
         raise ValueError("config.schedule.decay_fraction must be in (0, 1].")
     if config.seq_len > 0 and config.model.vocab_size < 2:
@@ -110,11 +142,14 @@ def validate(config: ml_collections.ConfigDict, n_devices: int) -> dict[str, int
             raise ValueError(f"config.mesh={mesh} does not divide the {n_devices} devices.")
         mesh[rest[0]] = n_devices // fixed
     if math.prod(mesh.values()) != n_devices:
-        raise ValueError(f"config.mesh={mesh} needs {math.prod(mesh.values())} devices; "
-                         f"there are {n_devices}.")
+        raise ValueError(
+            f"config.mesh={mesh} needs {math.prod(mesh.values())} devices; there are {n_devices}."
+        )
     if config.batch_size % (mesh["data"] * mesh["fsdp"]):
-        raise ValueError(f"config.batch_size={config.batch_size} must divide by data×fsdp = "
-                         f"{mesh['data'] * mesh['fsdp']}.")
+        raise ValueError(
+            f"config.batch_size={config.batch_size} must divide by data×fsdp = "
+            f"{mesh['data'] * mesh['fsdp']}."
+        )
     return mesh
 
 

@@ -50,8 +50,9 @@ class MetricsWriter:
         self.enabled = enabled
         if not enabled:
             return
-        kept = [r for r in read_rows(self.path) if resume_step is not None
-                and r["step"] <= resume_step]
+        kept = [
+            r for r in read_rows(self.path) if resume_step is not None and r["step"] <= resume_step
+        ]
         _write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.file = open(self.path, "a")  # noqa: SIM115 - held open for the run
         purge = None if resume_step is None else resume_step + 1
@@ -85,8 +86,7 @@ def plot_summary(metrics_path: str, png_path: str) -> None:
     pts = [(r["tokens"], r["output_norm"]) for r in rows if "output_norm" in r]
     if pts:
         ax_norm.plot(*zip(*pts), marker=".")
-    ax_norm.set(yscale="log", xlabel="tokens",
-                ylabel="‖W_out‖ RMS→∞", title="Output-layer norm")
+    ax_norm.set(yscale="log", xlabel="tokens", ylabel="‖W_out‖ RMS→∞", title="Output-layer norm")
     for ax in (ax_loss, ax_norm):
         ax.grid(alpha=0.3)
     fig.tight_layout()

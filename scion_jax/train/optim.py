@@ -49,8 +49,9 @@ def model_rules(config: ml_collections.ConfigDict, model_cfg: ModelConfig):
 
 def _group_labels(rules) -> Any:
     def labels(params):
-        return jax.tree.map(lambda r: GROUP_OF_NORM.get(r.norm, "hidden"),
-                            resolve_roles(params, rules))
+        return jax.tree.map(
+            lambda r: GROUP_OF_NORM.get(r.norm, "hidden"), resolve_roles(params, rules)
+        )
 
     return labels
 
@@ -65,9 +66,15 @@ def make_optimizer(
     if o.name == "scion":
         extra = {"mesh": mesh} if (o.partitioned and mesh is not None and mesh.size > 1) else {}
         tx = scion_jax.scion(
-            schedule, rules, momentum=o.momentum, nesterov=o.nesterov,
-            weight_decay=o.weight_decay, ns_coeffs=o.ns_coeffs, ns_steps=o.ns_steps,
-            ns_dtype=o.ns_dtype, **extra,
+            schedule,
+            rules,
+            momentum=o.momentum,
+            nesterov=o.nesterov,
+            weight_decay=o.weight_decay,
+            ns_coeffs=o.ns_coeffs,
+            ns_steps=o.ns_steps,
+            ns_dtype=o.ns_dtype,
+            **extra,
         )
     else:
         scales = dict(o.lr_scales)
@@ -80,12 +87,14 @@ def make_optimizer(
                 dims = lambda p: jax.tree.map(
                     lambda x: optax.contrib.MuonDimensionNumbers(x.ndim - 2, x.ndim - 1), p
                 )
-                return optax.contrib.muon(lr, weight_decay=o.weight_decay,
-                                          muon_weight_dimension_numbers=dims)
+                return optax.contrib.muon(
+                    lr, weight_decay=o.weight_decay, muon_weight_dimension_numbers=dims
+                )
             return optax.adamw(lr, o.b1, o.b2, o.eps, weight_decay=o.weight_decay)
 
-        tx = optax.partition({g: group(g) for g in ("input", "hidden", "output")},
-                             _group_labels(rules))
+        tx = optax.partition(
+            {g: group(g) for g in ("input", "hidden", "output")}, _group_labels(rules)
+        )
     if o.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(o.grad_clip), tx)
     return tx

@@ -109,7 +109,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     abstract_model = nnx.eval_shape(lambda: init_model(model_cfg, key))
     graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
     param_shardings = jax.tree.map(
-        lambda s: NamedSharding(mesh, s), param_specs(abstract_params),
+        lambda s: NamedSharding(mesh, s),
+        param_specs(abstract_params),
         is_leaf=lambda x: isinstance(x, P),
     )
 
@@ -118,7 +119,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         return nnx.state(init_model(model_cfg, key), nnx.Param)
 
     params = init_params(key)
-    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": jax.jit(tx.init)(params)}
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": jax.jit(tx.init)(params),
+    }
     # Optimizer state follows its parameter's sharding (GSPMD propagation through
     # zeros_like); scalars such as step counts are replicated on the mesh.
     replicated = NamedSharding(mesh, P())
@@ -129,26 +134,38 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     batch_sharding = NamedSharding(mesh, BATCH_SPEC)
 
     loss_fn, step_fn = make_step(graphdef, tx)
-    train_step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
-                         out_shardings=(state_shardings, None), donate_argnums=0)
+    train_step = jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, None),
+        donate_argnums=0,
+    )
     eval_loss = jax.jit(loss_fn, in_shardings=(state_shardings["params"], batch_sharding))
-    norms_fn = jax.jit(functools.partial(
-        layer_norms, rules=rules, power_iters=config.norm_power_iters or None))
+    norms_fn = jax.jit(
+        functools.partial(layer_norms, rules=rules, power_iters=config.norm_power_iters or None)
+    )
 
     # --- data, checkpoints, resume ---
     train_iter = data_lib.make_train_iterator(
-        config.data, seq_len=config.seq_len, global_batch_size=config.batch_size,
-        seed=config.seed, process_index=jax.process_index(), process_count=jax.process_count(),
+        config.data,
+        seq_len=config.seq_len,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
     eval_batches = [
         _global_batch(_process_slice(b), batch_sharding)
         for b in data_lib.make_eval_batches(
-            config.data, seq_len=config.seq_len, batch_size=config.batch_size,
+            config.data,
+            seq_len=config.seq_len,
+            batch_size=config.batch_size,
             num_batches=config.eval_batches,
         )
     ]
-    checkpoints = Checkpoints(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
-                              config.keep_every)
+    checkpoints = Checkpoints(
+        os.path.join(workdir, "checkpoints"), config.keep_checkpoints, config.keep_every
+    )
     restored = checkpoints.restore_latest(abstract_like(state), train_iter)
     start = 0
     if restored is not None:
@@ -178,8 +195,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         checkpoints.save(0, state, train_iter)
 
     preemption = _Preemption()
-    bar = tqdm(total=config.steps, initial=start, disable=not is_main, unit="step",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps, initial=start, disable=not is_main, unit="step", dynamic_ncols=True
+    )
     last_time, last_step = time.perf_counter(), start
     try:
         for step in range(start + 1, config.steps + 1):
@@ -199,10 +217,15 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 now = time.perf_counter()
                 tps = (step - last_step) * tokens_per_step / (now - last_time)
                 last_time, last_step = now, step
-                row = {"step": step, "tokens": step * tokens_per_step, "loss": loss,
-                       "lr": float(schedule(step - 1)), "tokens_per_s": tps,
-                       "grad_norm": float(metrics["grad_norm"]),
-                       "epoch": train_iter.epoch}
+                row = {
+                    "step": step,
+                    "tokens": step * tokens_per_step,
+                    "loss": loss,
+                    "lr": float(schedule(step - 1)),
+                    "tokens_per_s": tps,
+                    "grad_norm": float(metrics["grad_norm"]),
+                    "epoch": train_iter.epoch,
+                }
                 row["model_flops_per_s"] = tps / tokens_per_step * flops_per_step
                 if norm:
                     row.update(norm_metrics(state["params"]))
@@ -232,4 +255,4 @@ def _process_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """This process's rows of a global batch (eval batches are built whole everywhere)."""
     n, i = jax.process_count(), jax.process_index()
     rows = next(iter(batch.values())).shape[0] // n
-    return {k: v[i * rows:(i + 1) * rows] for k, v in batch.items()}
+    return {k: v[i * rows : (i + 1) * rows] for k, v in batch.items()}

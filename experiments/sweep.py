@@ -1,0 +1,171 @@
+"""Run a grid of `run.py` runs: locally in parallel, or as a SLURM array / command list.
+
+    python experiments/sweep.py --config=experiments/configs/sweeps/cpu_lr_batch.py \
+        --sweep_dir=workdirs/sweeps/cpu_lr_batch --workers=2
+
+A sweep config's ``get_config()`` returns a ConfigDict with
+  base:       a run config (see scion_jax.train.config.base_config),
+  grid:       (("dotted.key", (values, ...)), ...): the product is the set of points,
+  max_tokens: each run trains for max_tokens / (batch_size · seq_len) steps (the longest
+              horizon; shorter horizons D = 2^k are read off the same constant-LR run,
+              PAPER.md §5).
+Each point is one run directory under `<sweep_dir>/runs/`. Rerunning the command skips
+finished runs and resumes partial ones from their checkpoints; `index.json` (rewritten
+atomically by this process only) records every point and its status.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+from tqdm import tqdm
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.")
+flags.DEFINE_string("sweep_dir", None, "Output directory of the sweep.", required=True)
+flags.DEFINE_integer("workers", 2, "Runs in parallel (local mode).")
+flags.DEFINE_integer("devices_per_run", 1, "Fake CPU devices per local run.")
+flags.DEFINE_enum("mode", "local", ["local", "slurm", "commands"],
+                  "local: run here; slurm: write a job-array script; commands: write one "
+                  "command per point (e.g. for TPU pod hosts).")
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "experiments", "run.py")
+FROM_JSON = os.path.join(ROOT, "experiments", "configs", "from_json.py")
+SHORT = {"optimizer.learning_rate": "lr", "batch_size": "bs", "model.d_model": "d",
+         "model.n_layers": "L", "optimizer.name": "opt", "optimizer.momentum": "mom",
+         "optimizer.weight_decay": "wd", "schedule.name": "sched", "seed": "seed",
+         "optimizer.lr_scales.hidden": "hid", "optimizer.lr_scales.input": "in",
+         "optimizer.lr_scales.output": "out"}
+
+
+def _set(config, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    if leaf not in node:
+        raise ValueError(f"Sweep grid key {dotted!r} is not a config key.")
+    node[leaf] = value
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def points(sweep) -> list[tuple[str, dict]]:
+    """(run name, run config dict) for every grid point, in a stable order."""
+    keys = [k for k, _ in sweep.grid]
+    out = []
+    for values in itertools.product(*(tuple(v) for _, v in sweep.grid)):
+        config = sweep.base.copy_and_resolve_references()
+        for key, value in zip(keys, values, strict=True):
+            _set(config, key, value)
+        config.steps = max(1, int(sweep.max_tokens) // (config.batch_size * config.seq_len))
+        name = "_".join(f"{SHORT.get(k, k.split('.')[-1])}={_fmt(v)}"
+                        for k, v in zip(keys, values, strict=True))
+        out.append((name, json.loads(config.to_json())))
+    return out
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def is_finished(run_dir: str, steps: int) -> bool:
+    """A run is finished when its metrics' last complete row is its final step."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return False
+    last = None
+    with open(path) as f:
+        for line in f:
+            try:
+                last = json.loads(line)
+            except json.JSONDecodeError:
+                break
+    return last is not None and last.get("step") == steps and not last.get("preempted")
+
+
+def command(run_dir: str) -> list[str]:
+    return [sys.executable, RUN, f"--config={FROM_JSON}:{os.path.join(run_dir, 'config.json')}",
+            f"--workdir={run_dir}"]
+
+
+def _run_local(run_dir: str) -> int:
+    env = {**os.environ,
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={FLAGS.devices_per_run}"}
+    with open(os.path.join(run_dir, "log.txt"), "a") as log:
+        return subprocess.run(command(run_dir), env=env, stdout=log, stderr=subprocess.STDOUT,
+                              check=False).returncode
+
+
+def _write_batch_files(sweep_dir: str, run_dirs: list[str]) -> None:
+    lines = [" ".join(command(d)) for d in run_dirs]
+    _write_atomic(os.path.join(sweep_dir, "commands.txt"), "\n".join(lines) + "\n")
+    script = "\n".join([
+        "#!/bin/bash",
+        f"#SBATCH --array=0-{len(run_dirs) - 1}",
+        "#SBATCH --job-name=scion-sweep",
+        f"#SBATCH --output={sweep_dir}/slurm-%A_%a.out",
+        "# One run per array task; rerun the array to resume unfinished runs.",
+        f'CMD=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {sweep_dir}/commands.txt)',
+        "exec $CMD --distributed",
+        "",
+    ])
+    _write_atomic(os.path.join(sweep_dir, "slurm.sh"), script)
+
+
+def main(_):
+    sweep_dir = os.path.abspath(FLAGS.sweep_dir)
+    os.makedirs(os.path.join(sweep_dir, "runs"), exist_ok=True)
+    todo, index = [], {}
+    for name, config in points(_CONFIG.value):
+        run_dir = os.path.join(sweep_dir, "runs", name)
+        os.makedirs(run_dir, exist_ok=True)
+        config_path = os.path.join(run_dir, "config.json")
+        if not os.path.exists(config_path):
+            _write_atomic(config_path, json.dumps(config, indent=2))
+        finished = is_finished(run_dir, config["steps"])
+        index[name] = {"steps": config["steps"], "status": "done" if finished else "todo"}
+        if not finished:
+            todo.append(run_dir)
+    save_index = lambda: _write_atomic(os.path.join(sweep_dir, "index.json"),
+                                       json.dumps(index, indent=1))
+    save_index()
+    print(f"{len(index)} points, {len(index) - len(todo)} finished, {len(todo)} to run.")
+    if FLAGS.mode != "local":
+        _write_batch_files(sweep_dir, [os.path.join(sweep_dir, "runs", n) for n in index])
+        print(f"wrote {sweep_dir}/commands.txt and {sweep_dir}/slurm.sh")
+        return
+    failed = []
+    with concurrent.futures.ThreadPoolExecutor(FLAGS.workers) as pool, \
+            tqdm(total=len(todo), unit="run", desc="sweep") as bar:
+        futures = {pool.submit(_run_local, d): d for d in todo}
+        for future in concurrent.futures.as_completed(futures):
+            run_dir = futures[future]
+            name = os.path.basename(run_dir)
+            ok = future.result() == 0 and is_finished(run_dir, index[name]["steps"])
+            index[name]["status"] = "done" if ok else "failed"
+            if not ok:
+                failed.append(name)
+            save_index()
+            bar.update(1)
+    if failed:
+        print(f"{len(failed)} runs failed (see their log.txt): {failed[:5]}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main)

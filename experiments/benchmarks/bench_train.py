@@ -5,7 +5,8 @@
 For each width (4 layers, head_dim 64, seq 256, batch 16, vocab 256 — TARGETS.md):
 tokens/s of the jitted train step with scion and with adamw, MFU = model FLOPs
 (6·N_matmul + attention, forward + backward) / the measured matmul peak, and the
-optimizer's share = 1 − t(forward+backward only) / t(full step). With --torch, the same
+optimizer's share = 1 − t(forward+backward only) / t(full step), and the cost of logging
+every layer's norm (exact SVD) every 16 steps relative to those steps. With --torch, the same
 architecture in PyTorch (torch.compile'd model, Scion step) at each width, timed in a
 child process, for the ratio ours / PyTorch measured in the same run.
 """
@@ -23,8 +24,9 @@ from absl import app, flags
 from flax import nnx
 
 from scion_jax.model import init_model, model_flops_per_token
+from scion_jax.norms import layer_norms
 from scion_jax.train.config import base_config
-from scion_jax.train.optim import make_optimizer
+from scion_jax.train.optim import make_optimizer, model_rules
 from scion_jax.train.trainer import make_step, model_config
 
 FLAGS = flags.FLAGS
@@ -73,8 +75,8 @@ def _config(width: int, optimizer: str):
     return c
 
 
-def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float]:
-    """(tokens/s, step seconds, forward+backward-only seconds) on one device."""
+def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, float]:
+    """(tokens/s, step s, forward+backward-only s, layer_norms s) on one device."""
     config = _config(width, optimizer)
     cfg = model_config(config)
     tx = make_optimizer(config, cfg, mesh=None)
@@ -91,7 +93,9 @@ def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float]:
     grad_only = jax.jit(lambda s, b: (s, jax.grad(loss_fn)(s["params"], b)))
     t_step = _median_step_time(step, fresh(), batch, FLAGS.steps)
     t_grad = _median_step_time(grad_only, fresh(), batch, FLAGS.steps)
-    return FLAGS.batch * FLAGS.seq_len / t_step, t_step, t_grad
+    norms = jax.jit(lambda s, b: (s, layer_norms(s["params"], model_rules(config, cfg))))
+    t_norms = _median_step_time(norms, fresh(), batch, FLAGS.steps)
+    return FLAGS.batch * FLAGS.seq_len / t_step, t_step, t_grad, t_norms
 
 
 def torch_tokens_per_s(width: int) -> float:
@@ -152,7 +156,7 @@ def main(_):
     print(f"measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s on {jax.devices()[0]}")
     header = (
         f"{'d':>5s} {'opt':>6s} {'tokens/s':>10s} {'MFU':>6s} {'opt share':>10s} "
-        f"{'torch tok/s':>12s} {'ours/torch':>11s}"
+        f"{'norms/16 steps':>15s} {'torch tok/s':>12s} {'ours/torch':>11s}"
     )
     print(header)
     for width in map(int, FLAGS.widths):
@@ -161,15 +165,16 @@ def main(_):
             model_config(_config(width, "scion")), FLAGS.seq_len
         )
         for optimizer in ("scion", "adamw"):
-            tps, t_step, t_grad = jax_tokens_per_s(width, optimizer)
+            tps, t_step, t_grad, t_norms = jax_tokens_per_s(width, optimizer)
             mfu = tps * flops_per_token / peak
             share = max(0.0, 1 - t_grad / t_step)
             torch_cols = ("", "")
             if torch_tps and optimizer == "scion":
                 torch_cols = (f"{torch_tps:,.0f}", f"{tps / torch_tps:.2f}")
+            norm_cost = t_norms / (16 * t_step)  # norms logged every 16 steps (target ≤ 3%)
             print(
                 f"{width:5d} {optimizer:>6s} {tps:10,.0f} {mfu:6.1%} {share:10.1%} "
-                f"{torch_cols[0]:>12s} {torch_cols[1]:>11s}"
+                f"{norm_cost:15.1%} {torch_cols[0]:>12s} {torch_cols[1]:>11s}"
             )
 
 

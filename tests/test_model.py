@@ -24,7 +24,16 @@ from scion_jax.model import (
 )
 from scion_jax.rules import path_str
 
-TINY = ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, head_dim=32, max_seq_len=32)
+# fp32 compute so that equivalent models can be compared to 1e-5 (bf16 is covered separately).
+TINY = ModelConfig(
+    vocab_size=256,
+    d_model=64,
+    n_layers=2,
+    n_heads=2,
+    head_dim=32,
+    max_seq_len=32,
+    compute_dtype=jnp.float32,
+)
 
 
 def _tokens(b=2, t=16, v=256, seed=1):
@@ -151,9 +160,11 @@ def test_init_norms(scan):
     assert {"l1_to_rms/embed/embedding", "rms_to_inf/unembed/kernel"} <= set(norms)
 
 
-@pytest.mark.parametrize("norm_everywhere", [True, False])
-def test_loss_at_init_is_ln_v(norm_everywhere):
-    cfg = TINY.replace(norm_everywhere=norm_everywhere)
+@pytest.mark.parametrize(
+    "norm_everywhere,dtype", [(True, jnp.float32), (False, jnp.float32), (True, jnp.bfloat16)]
+)
+def test_loss_at_init_is_ln_v(norm_everywhere, dtype):
+    cfg = TINY.replace(norm_everywhere=norm_everywhere, compute_dtype=dtype)
     model = init_model(cfg, jax.random.key(0))
     loss = _loss(model, _tokens(b=4, t=32))
     assert abs(float(loss) - math.log(cfg.vocab_size)) < 0.05

@@ -38,7 +38,9 @@ class ModelConfig:
         on the 2-core CPU at d=128), "einsum" (explicit, fp32 softmax), or "cudnn" (the fused
         GPU kernel).
       param_dtype: dtype of the stored weights.
-      compute_dtype: dtype of matmul operands (norms, softmax and logits stay fp32).
+      compute_dtype: dtype of matmul operands (norms, softmax, the residual stream and the
+        logits stay fp32). bf16 is the paper's setting and, measured, also the faster one on
+        the 2-core CPU (~1.2x over fp32 for fwd+bwd at d=128); fp32 is the exact reference.
     """
 
     vocab_size: int = 256
@@ -55,7 +57,7 @@ class ModelConfig:
     scan_layers: bool = False
     attention: str = "xla"
     param_dtype: Any = jnp.float32
-    compute_dtype: Any = jnp.float32
+    compute_dtype: Any = jnp.bfloat16
 
     def __post_init__(self):
         for name in ("param_dtype", "compute_dtype"):  # accept "bfloat16" etc. from configs
@@ -87,9 +89,8 @@ _PROXY = dict(
     head_dim=64,
     mlp_hidden=704,
     max_seq_len=4096,
-    compute_dtype=jnp.bfloat16,
 )
-_CPU = dict(vocab_size=256, max_seq_len=256, n_layers=4, head_dim=64, compute_dtype=jnp.bfloat16)
+_CPU = dict(vocab_size=256, max_seq_len=256, n_layers=4, head_dim=64)
 
 # Named presets. bf16 compute everywhere: the paper's (GPU) setting, and on the 2-core CPU
 # ~1.2x faster than fp32 for fwd+bwd at d=128 (`python -m scion_jax.model.bench`).

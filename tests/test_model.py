@@ -60,6 +60,8 @@ def test_shapes_and_dtypes(dtype):
     assert np.isfinite(np.asarray(logits)).all()
     assert cfg.mlp_hidden == 192 and ModelConfig(d_model=256).mlp_hidden == 704
     assert ModelConfig(compute_dtype="bfloat16").compute_dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match="max_seq_len=32"):
+        init_model(cfg, jax.random.key(0))(_tokens(t=33))
 
 
 def test_parameter_names_are_the_contract():

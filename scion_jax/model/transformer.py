@@ -118,6 +118,11 @@ class Transformer(nnx.Module):
         )
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
+        if tokens.ndim != 2 or tokens.shape[1] > self.cfg.max_seq_len:
+            raise ValueError(
+                f"tokens must be [batch, seq] with seq <= max_seq_len={self.cfg.max_seq_len}; "
+                f"got shape {tokens.shape}."
+            )
         x = self.embed(tokens).astype(jnp.float32)
         if self.cfg.scan_layers:
 

@@ -226,6 +226,9 @@ def test_errors(tmp_path):
         make_train_iterator(ok, seq_len=8, global_batch_size=4, seed=0, process_count=3)
     with pytest.raises(ValueError, match="empty held-out split"):
         make_eval_batches(ok, seq_len=8, batch_size=2, num_batches=1)
+    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "\xff"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl.*not valid UTF-8"):
+        make_train_iterator(_cfg(tmp_path / "bad.jsonl"), **kw)
     with pytest.raises(ValueError, match="Unsupported file type"):
         make_train_iterator(_cfg(_write(tmp_path / "x.csv", "a,b")), **kw)
     assert os.path.exists(tmp_path / "ok.txt")

@@ -24,7 +24,16 @@ from scion_jax.model import (
 )
 from scion_jax.rules import path_str
 
-TINY = ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=2, head_dim=32, max_seq_len=32)
+# fp32 compute so that equivalent models can be compared to 1e-5 (bf16 is covered separately).
+TINY = ModelConfig(
+    vocab_size=256,
+    d_model=64,
+    n_layers=2,
+    n_heads=2,
+    head_dim=32,
+    max_seq_len=32,
+    compute_dtype=jnp.float32,
+)
 
 
 def _tokens(b=2, t=16, v=256, seed=1):
@@ -51,6 +60,8 @@ def test_shapes_and_dtypes(dtype):
     assert np.isfinite(np.asarray(logits)).all()
     assert cfg.mlp_hidden == 192 and ModelConfig(d_model=256).mlp_hidden == 704
     assert ModelConfig(compute_dtype="bfloat16").compute_dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match="max_seq_len=32"):
+        init_model(cfg, jax.random.key(0))(_tokens(t=33))
 
 
 def test_parameter_names_are_the_contract():
@@ -73,7 +84,7 @@ def test_causal(attention):
 
 
 def test_attention_implementations_and_gqa_agree():
-    cfg = TINY.replace(n_heads=4, n_kv_heads=2, head_dim=16)
+    cfg = TINY.replace(n_heads=4, n_kv_heads=2, head_dim=16, attention="einsum")
     model = init_model(cfg, jax.random.key(0))
     state = nnx.state(model)
     other = Transformer(cfg.replace(attention="xla"), rngs=nnx.Rngs(5))
@@ -151,9 +162,11 @@ def test_init_norms(scan):
     assert {"l1_to_rms/embed/embedding", "rms_to_inf/unembed/kernel"} <= set(norms)
 
 
-@pytest.mark.parametrize("norm_everywhere", [True, False])
-def test_loss_at_init_is_ln_v(norm_everywhere):
-    cfg = TINY.replace(norm_everywhere=norm_everywhere)
+@pytest.mark.parametrize(
+    "norm_everywhere,dtype", [(True, jnp.float32), (False, jnp.float32), (True, jnp.bfloat16)]
+)
+def test_loss_at_init_is_ln_v(norm_everywhere, dtype):
+    cfg = TINY.replace(norm_everywhere=norm_everywhere, compute_dtype=dtype)
     model = init_model(cfg, jax.random.key(0))
     loss = _loss(model, _tokens(b=4, t=32))
     assert abs(float(loss) - math.log(cfg.vocab_size)) < 0.05

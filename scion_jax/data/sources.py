@@ -103,8 +103,21 @@ def _read_text(path: str) -> str:
         raise ValueError(f"File {path!r} is not valid UTF-8 text: {e}.") from e
 
 
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 file, streamed (jsonl corpora can exceed memory)."""
+    lineno = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                yield lineno, line
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"File {path!r} is not valid UTF-8 text (after line {lineno}): {e}."
+        ) from e
+
+
 def _jsonl_documents(path: str, text_field: str) -> Iterator[Document]:
-    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+    for lineno, line in _lines(path):
         if not line.strip():
             continue
         try:

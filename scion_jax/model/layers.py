@@ -89,10 +89,10 @@ class Embed(nnx.Module):
     def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
         table = jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.d_model), cfg.param_dtype)
         self.embedding = nnx.Param(table, logical_axes=("vocab", "embed"))
-        self.compute_dtype = cfg.compute_dtype
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding[...], tokens, axis=0).astype(self.compute_dtype)
+        """Rows of the table in the parameter dtype (the residual stream's precision)."""
+        return jnp.take(self.embedding[...], tokens, axis=0)
 
 
 def rope(x: jax.Array, theta: float) -> jax.Array:

@@ -118,6 +118,11 @@ class Transformer(nnx.Module):
         )
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
+        if tokens.ndim != 2 or tokens.shape[1] > self.cfg.max_seq_len:
+            raise ValueError(
+                f"tokens must be [batch, seq] with seq <= max_seq_len={self.cfg.max_seq_len}; "
+                f"got shape {tokens.shape}."
+            )
         x = self.embed(tokens).astype(jnp.float32)
         if self.cfg.scan_layers:
 
@@ -159,8 +164,14 @@ def init_model(cfg: ModelConfig, key: jax.Array) -> Transformer:
     """Builds a `Transformer` at the paper's initialization (PAPER.md §4): every matrix at
     norm 1 in its role's norm, W_o and W2 further × 1/√(2L); learnable scales at 1.
 
-    The loss at init is then ≈ ln V (logits are O(1/√d)).
+    The loss at init is then ≈ ln V (logits are O(1/√d)). Built inside one ``jit`` (one
+    compiled program rather than hundreds of eager ops).
     """
+    return _init_model(cfg, key)
+
+
+@nnx.jit(static_argnums=0)
+def _init_model(cfg: ModelConfig, key: jax.Array) -> Transformer:
     build_key, init_key = jax.random.split(key)
     model = Transformer(cfg, rngs=nnx.Rngs(params=build_key))
     params = nnx.state(model, nnx.Param)

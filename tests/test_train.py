@@ -181,15 +181,15 @@ def test_nan_loss_stops_with_the_step(corpus, tmp_path):
 
 
 def test_sharded_step_equals_single_device(corpus, tmp_path):
-    # fp32 Newton–Schulz: bf16 would amplify the reduction-order differences of the
-    # data-parallel gradient mean into ~1e-3 relative differences of the update.
+    # fp32 compute and Newton–Schulz: bf16 would amplify the reduction-order differences
+    # of the data-parallel gradient mean into ~1e-3 relative differences of the update.
     common = dict(
         steps=3,
         log_every=1,
         norm_every=3,
         eval_every=3,
         checkpoint_every=3,
-        **{"optimizer.ns_dtype": "float32"},
+        **{"optimizer.ns_dtype": "float32", "model.compute_dtype": "float32"},
     )
     config = tiny_config(corpus, **common, **{"mesh.data": 4, "mesh.fsdp": 2})
     sharded = train(config, str(tmp_path / "sharded"))

@@ -40,9 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
             learnable_norm=False,
             scan_layers=False,
             rope_theta=10000.0,
-            attention="einsum",
+            attention="xla",
             param_dtype="float32",
-            compute_dtype="float32",
+            compute_dtype="bfloat16",
         )
     )  # n_kv_heads / mlp_hidden 0: the defaults (= n_heads; 8/3·d rounded up to 64)
 

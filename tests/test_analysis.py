@@ -343,6 +343,8 @@ def test_every_figure_writes_a_png(small_sweep, tmp_path):
         figures.fig_eta_star(base, fit_global(base), str(tmp_path / "3b.png")),
         figures.fig_lr_ranking(ranking, str(tmp_path / "4.png")),
     ]
+    paths.append(figures.fig_loss_vs_norm(t, base, str(tmp_path / "1a_b64.png"), log2_D=26,
+                                          setup=base[0].setup, batch_sizes=[64]))
     assert all(_is_png(p) for p in paths)
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in paths)
     with pytest.raises(ValueError, match="needs ≥ 2"):

@@ -87,9 +87,12 @@ def _pick(values: Sequence[float], n: int) -> list[float]:
 
 def fig_loss_vs_norm(table: Sequence[Row], optima: Sequence[Optimum], path: str, *,
                      log2_D: float | None = None, setup: tuple | None = None,
-                     max_panels: int = 8) -> str:
+                     batch_sizes: Sequence[float] | None = None, max_panels: int = 8) -> str:
     """Fig. 1a: loss vs log2 output norm at horizon D, one panel per B, colour = log2 η;
-    the fitted parabola (fixed c = ln V when known) and its vertex on top."""
+    the fitted parabola (fixed c = ln V when known) and its vertex on top.
+
+    `log2_D` defaults to the horizon with the most fitted optima; `batch_sizes` to at most
+    `max_panels` of the sweep's batch sizes."""
     rows = _finite(in_setup(table, setup), "log2_norm", "loss", "log2_lr", BATCH_KEY)
     if log2_D is None:  # the horizon with the most ok optima, the largest on ties
         counts = {d: sum(o.ok for o in optima if o.log2_D == d)
@@ -98,6 +101,10 @@ def fig_loss_vs_norm(table: Sequence[Row], optima: Sequence[Optimum], path: str,
     rows = [r for r in rows if r["log2_D"] == log2_D]
     if not rows:
         raise ValueError(f"no rows at log2 D = {log2_D}")
+    if batch_sizes is not None:
+        rows = [r for r in rows if r[BATCH_KEY] in set(batch_sizes)]
+        if not rows:
+            raise ValueError(f"no rows with batch size in {list(batch_sizes)}")
     batches = _pick([r[BATCH_KEY] for r in rows], max_panels)
     norm, cmap = _lr_colors(np.array([r["log2_lr"] for r in rows]))
     fig, axes = _grid(len(batches))
@@ -233,13 +240,14 @@ def _fit_lines(ax: plt.Axes, fit: LinearFit, ds: Sequence[float], bs: np.ndarray
         ax.plot(xb, fit.predict(X), "--", lw=1, color=cmap(i / max(len(ds) - 1, 1) * 0.9))
 
 
-def fig_first_reach(points: Sequence[dict[str, Any]], fit: LinearFit | None, path: str) -> str:
+def fig_first_reach(points: Sequence[dict[str, Any]], fit: LinearFit | None, path: str, *,
+                    max_curves: int = 8) -> str:
     """Fig. 3a: per D, the smallest log2 η reaching the target norm vs log2 B; dashed: the
-    fit log2 η = p·log2 B + q·log2 D + r."""
+    fit log2 η = p·log2 B + q·log2 D + r (at most `max_curves` horizons drawn)."""
     pts = [p for p in points if p["reached"]]
     if not pts:
         raise ValueError("no (D, B) reaches the target norm")
-    ds = sorted({p["log2_D"] for p in pts})
+    ds = _pick([p["log2_D"] for p in pts], max_curves)
     cmap = plt.get_cmap("plasma")
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, d in enumerate(ds):
@@ -255,12 +263,14 @@ def fig_first_reach(points: Sequence[dict[str, Any]], fit: LinearFit | None, pat
     return _save(fig, path)
 
 
-def fig_eta_star(optima: Sequence[Optimum], fit: LinearFit | None, path: str) -> str:
-    """Fig. 3b: log2 η* vs log2 B per D; dashed: log2 η* = α·log2 B + β·log2 D + γ."""
+def fig_eta_star(optima: Sequence[Optimum], fit: LinearFit | None, path: str, *,
+                 max_curves: int = 8) -> str:
+    """Fig. 3b: log2 η* vs log2 B per D; dashed: log2 η* = α·log2 B + β·log2 D + γ (at most
+    `max_curves` horizons drawn; the fit uses all)."""
     ok = [o for o in optima if o.ok]
     if not ok:
         raise ValueError("no optima with a minimum")
-    ds = sorted({o.log2_D for o in ok})
+    ds = _pick([o.log2_D for o in ok], max_curves)
     cmap = plt.get_cmap("plasma")
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for i, d in enumerate(ds):

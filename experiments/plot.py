@@ -1,7 +1,7 @@
 """Analyse a norm-transfer sweep: collect → table.csv → fits.json → the paper's figures.
 
     python experiments/plot.py --sweep_dir=workdirs/sweep --out_dir=workdirs/sweep_plots \
-        [--vocab_size=V] [--k=7] [--window=1] [--target_log2_norm=...]
+        [--vocab_size=V] [--k=7] [--window=1] [--loss=loss|eval_loss] [--target_log2_norm=T]
 
 Per setup (everything held fixed while η, B and D vary; the largest is the primary) it fits
 the per-(D, B) optima (PAPER.md §5), the global η* law (Fig. 3b), B*(D) and η*(D) (Fig. 7),
@@ -45,6 +45,8 @@ _K = flags.DEFINE_integer("k", 7, "Points nearest the empirical minimum in each 
 _WINDOW = flags.DEFINE_integer("window", 1, "Logged points averaged around each horizon.")
 _TARGET = flags.DEFINE_float("target_log2_norm", None,
                              "Norm target of Fig. 3a (default: the fitted common optimal norm).")
+_LOSS = flags.DEFINE_enum("loss", "loss", ["loss", "eval_loss"],
+                          "Which loss the optima are fitted to (train loss or held-out loss).")
 _ALLOW_PARTIAL = flags.DEFINE_bool("allow_partial", False,
                                    "Keep unfinished runs (their reached horizons only).")
 
@@ -132,7 +134,7 @@ def _siblings(optima: list[fits_lib.Optimum], setup: tuple, key: str) -> list[fi
 
 def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: int = 7,
             window: int = 1, target_log2_norm: float | None = None,
-            allow_partial: bool = False) -> dict[str, Any]:
+            allow_partial: bool = False, loss_key: str = "loss") -> dict[str, Any]:
     """The whole pipeline; returns the fits record (also written to `out_dir/fits.json`)."""
     os.makedirs(out_dir, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -147,12 +149,12 @@ def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: i
     n_runs = len({r["run"] for r in table})
     print(f"{n_runs} runs, {len(table)} rows → {os.path.join(out_dir, 'table.csv')}")
 
-    optima = fits_lib.fit_optima(table, vocab_size=vocab_size, k=k)
+    optima = fits_lib.fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key)
     setups = fits_lib.by_setup(optima)
     varying = [key for key in fits_lib.GROUP_KEYS if key not in fits_lib.SWEEP_AXES
                and len({dict(s).get(key) for s in setups}) > 1]
     record: dict[str, Any] = {
-        "sweep_dir": os.path.abspath(sweep_dir), "k": k, "window": window,
+        "sweep_dir": os.path.abspath(sweep_dir), "k": k, "window": window, "loss": loss_key,
         "vocab_size": vocab_size, "n_runs": n_runs, "n_rows": len(table),
         "skipped_runs": skipped, "varying": varying, "setups": [],
     }
@@ -162,7 +164,7 @@ def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: i
         rows = figures.in_setup(table, setup)
         record["setups"].append({"label": label, "setup": dict(setup),
                                  **fit_setup(rows, opts, target_log2_norm)})
-    ranking = fits_lib.lr_scale_ranking(table)
+    ranking = fits_lib.lr_scale_ranking(table, loss_key=loss_key)
     record["lr_ranking"] = ranking
     atomic_write_text(os.path.join(out_dir, "fits.json"),
                                   json.dumps(jsonable(record), indent=1, allow_nan=False))
@@ -172,7 +174,7 @@ def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: i
         primary, opts = next(iter(setups.items()))
         main = record["setups"][0]
         _figure("fig1a_loss_vs_norm.png", out_dir, made, lambda p: figures.fig_loss_vs_norm(
-            table, opts, p, setup=primary))
+            table, opts, p, setup=primary, loss_key=loss_key))
         _figure("fig1b_norm_vs_tokens.png", out_dir, made, lambda p: figures.fig_norm_vs_tokens(
             table, p, setup=primary))
         _figure("fig2a_optima_by_horizon.png", out_dir, made,
@@ -205,7 +207,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--sweep_dir and --out_dir are required.")
     analyse(_SWEEP.value, _OUT.value, vocab_size=_VOCAB.value, k=_K.value,
             window=_WINDOW.value, target_log2_norm=_TARGET.value,
-            allow_partial=_ALLOW_PARTIAL.value)
+            allow_partial=_ALLOW_PARTIAL.value, loss_key=_LOSS.value)
 
 
 if __name__ == "__main__":

@@ -182,8 +182,15 @@ def test_corrupt_and_missing_files_are_skipped(tmp_path):
     lines[3] = "{not json\n"
     open(os.path.join(runs[0], "metrics.jsonl"), "w").writelines(lines)
     os.remove(os.path.join(runs[1], "config.json"))
-    with pytest.warns(SweepWarning, match="corrupt line 4|no config.json"):
+    os.makedirs(tmp_path / "not_started")
+    shutil.copy(os.path.join(runs[2], "config.json"), tmp_path / "not_started")
+    os.makedirs(os.path.join(runs[2], "checkpoints", "16"))  # not a run of its own
+    with pytest.warns(SweepWarning) as record:
         t = collect(str(tmp_path))
+    messages = " | ".join(str(w.message) for w in record)
+    assert len(record) == 3, messages
+    for reason in ("corrupt line 4", "'not_started': no metrics.jsonl", "no config.json"):
+        assert reason in messages
     assert {r["run"] for r in t} == {os.path.basename(runs[2])}
 
 

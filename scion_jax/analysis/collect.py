@@ -195,17 +195,19 @@ def collect(
 ) -> Table:
     """Every usable run under `sweep_dir` → one table (rows sorted by run, then horizon).
 
-    A run directory is any subdirectory (searched recursively) holding `metrics.jsonl`;
-    unusable runs (see `read_run`) are skipped with a `SweepWarning` naming the reason.
+    A run directory is any subdirectory (searched recursively, not below a run directory)
+    holding `config.json` or `metrics.jsonl`; unusable runs (see `read_run`; a config without
+    metrics is a run not yet started) are skipped with a `SweepWarning` naming the reason.
     """
     if not os.path.isdir(sweep_dir):
         raise FileNotFoundError(f"sweep directory {sweep_dir!r} does not exist")
     table: Table = []
     hz = None if horizons is None else list(horizons)
-    for root, dirs, files in sorted(os.walk(sweep_dir)):
+    for root, dirs, files in os.walk(sweep_dir):
         dirs.sort()
-        if "metrics.jsonl" not in files:
+        if root == sweep_dir or not {"metrics.jsonl", "config.json"} & set(files):
             continue
+        dirs[:] = []  # checkpoints/, tensorboard/ of a run hold no runs
         name = os.path.relpath(root, sweep_dir)
         try:
             config, rows = read_run(root, allow_partial=allow_partial)

@@ -87,13 +87,14 @@ def _pick(values: Sequence[float], n: int) -> list[float]:
 
 def fig_loss_vs_norm(table: Sequence[Row], optima: Sequence[Optimum], path: str, *,
                      log2_D: float | None = None, setup: tuple | None = None,
-                     batch_sizes: Sequence[float] | None = None, max_panels: int = 8) -> str:
+                     batch_sizes: Sequence[float] | None = None, max_panels: int = 8,
+                     loss_key: str = "loss") -> str:
     """Fig. 1a: loss vs log2 output norm at horizon D, one panel per B, colour = log2 η;
     the fitted parabola (fixed c = ln V when known) and its vertex on top.
 
     `log2_D` defaults to the horizon with the most fitted optima; `batch_sizes` to at most
     `max_panels` of the sweep's batch sizes."""
-    rows = _finite(in_setup(table, setup), "log2_norm", "loss", "log2_lr", BATCH_KEY)
+    rows = _finite(in_setup(table, setup), "log2_norm", loss_key, "log2_lr", BATCH_KEY)
     if log2_D is None:  # the horizon with the most ok optima, the largest on ties
         counts = {d: sum(o.ok for o in optima if o.log2_D == d)
                   for d in {r["log2_D"] for r in rows}}
@@ -111,7 +112,8 @@ def fig_loss_vs_norm(table: Sequence[Row], optima: Sequence[Optimum], path: str,
     opt = {o.batch_size: o for o in optima if o.log2_D == log2_D
            and (setup is None or o.setup == setup)}
     for ax, b in zip(axes, batches, strict=False):
-        pts = sorted((r["log2_norm"], r["loss"], r["log2_lr"]) for r in rows if r[BATCH_KEY] == b)
+        pts = sorted((r["log2_norm"], r[loss_key], r["log2_lr"]) for r in rows
+                     if r[BATCH_KEY] == b)
         x, y, lr = (np.array(v) for v in zip(*pts, strict=True))
         ax.plot(x, y, color="0.8", lw=0.8, zorder=1)
         ax.scatter(x, y, c=lr, cmap=cmap, norm=norm, s=22, zorder=2)
@@ -127,7 +129,7 @@ def fig_loss_vs_norm(table: Sequence[Row], optima: Sequence[Optimum], path: str,
         spread = float(np.median(y) - y.min())
         if y.max() > y.min() + 4 * spread > y.min():  # diverged runs would squash the rest
             ax.set_ylim(y.min() - 0.2 * spread, y.min() + 4 * spread)
-        ax.set(xlabel="log2 output norm", ylabel="loss")
+        ax.set(xlabel="log2 output norm", ylabel=loss_key.replace("_", " "))
         if not ax.get_title():
             ax.set_title(f"B = {b:g}, D = 2^{log2_D:g}", fontsize=10)
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="log2 η",

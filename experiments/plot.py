@@ -47,6 +47,9 @@ _TARGET = flags.DEFINE_float("target_log2_norm", None,
                              "Norm target of Fig. 3a (default: the fitted common optimal norm).")
 _LOSS = flags.DEFINE_enum("loss", "loss", ["loss", "eval_loss"],
                           "Which loss the optima are fitted to (train loss or held-out loss).")
+_DROP_EXTRAPOLATED = flags.DEFINE_bool(
+    "drop_extrapolated", False,
+    "Leave optima whose vertex lies outside the fitted points out of the scaling fits.")
 _ALLOW_PARTIAL = flags.DEFINE_bool("allow_partial", False,
                                    "Keep unfinished runs (their reached horizons only).")
 
@@ -134,7 +137,8 @@ def _siblings(optima: list[fits_lib.Optimum], setup: tuple, key: str) -> list[fi
 
 def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: int = 7,
             window: int = 1, target_log2_norm: float | None = None,
-            allow_partial: bool = False, loss_key: str = "loss") -> dict[str, Any]:
+            allow_partial: bool = False, loss_key: str = "loss",
+            drop_extrapolated: bool = False) -> dict[str, Any]:
     """The whole pipeline; returns the fits record (also written to `out_dir/fits.json`)."""
     os.makedirs(out_dir, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -150,12 +154,17 @@ def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: i
     print(f"{n_runs} runs, {len(table)} rows → {os.path.join(out_dir, 'table.csv')}")
 
     optima = fits_lib.fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key)
+    if drop_extrapolated:
+        n = len(optima)
+        optima = [o for o in optima if o.in_range]
+        print(f"dropped {n - len(optima)} extrapolated optima")
     setups = fits_lib.by_setup(optima)
     varying = [key for key in fits_lib.GROUP_KEYS if key not in fits_lib.SWEEP_AXES
                and len({dict(s).get(key) for s in setups}) > 1]
     record: dict[str, Any] = {
         "sweep_dir": os.path.abspath(sweep_dir), "k": k, "window": window, "loss": loss_key,
-        "vocab_size": vocab_size, "n_runs": n_runs, "n_rows": len(table),
+        "vocab_size": vocab_size, "drop_extrapolated": drop_extrapolated, "n_runs": n_runs,
+        "n_rows": len(table),
         "skipped_runs": skipped, "varying": varying, "setups": [],
     }
     for setup, opts in setups.items():
@@ -170,7 +179,11 @@ def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: i
                                   json.dumps(jsonable(record), indent=1, allow_nan=False))
 
     made: list[str] = []
-    if setups:
+    if not setups:
+        print("  no fitted optima: only Fig. 1b and Fig. 4 can be drawn")
+        _figure("fig1b_norm_vs_tokens.png", out_dir, made,
+                lambda p: figures.fig_norm_vs_tokens(table, p))
+    else:
         primary, opts = next(iter(setups.items()))
         main = record["setups"][0]
         _figure("fig1a_loss_vs_norm.png", out_dir, made, lambda p: figures.fig_loss_vs_norm(
@@ -207,7 +220,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--sweep_dir and --out_dir are required.")
     analyse(_SWEEP.value, _OUT.value, vocab_size=_VOCAB.value, k=_K.value,
             window=_WINDOW.value, target_log2_norm=_TARGET.value,
-            allow_partial=_ALLOW_PARTIAL.value, loss_key=_LOSS.value)
+            allow_partial=_ALLOW_PARTIAL.value, loss_key=_LOSS.value,
+            drop_extrapolated=_DROP_EXTRAPOLATED.value)
 
 
 if __name__ == "__main__":

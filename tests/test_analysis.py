@@ -234,7 +234,7 @@ def test_optima_recover_the_known_vertex(optima):
     for o in optima:
         truth_x = TRUTH.x_star(o.log2_B, o.log2_D)
         truth_eta = TRUTH.log2_eta_star(o.log2_B, o.log2_D)
-        assert o.ok and o.flag == ""
+        assert o.ok and o.flag == "" and o.in_range
         assert o.fixed is not None and o.free is not None and o.fixed.fixed_c
         assert o.fixed.c == pytest.approx(math.log(256))
         assert o.x_star == pytest.approx(truth_x, abs=0.05)
@@ -249,10 +249,16 @@ def test_no_minimum_is_flagged():
     rows = [{"log2_D": 30, "batch_size": 64, "log2_lr": float(i), "log2_norm": float(i),
              "loss": 5.0 - 0.05 * (i - 3.0) ** 2, "model.vocab_size": 256} for i in range(9)]
     (o,) = fit_optima(rows)
-    assert not o.ok and "no minimum" in o.flag
+    assert not o.ok and not o.in_range and "no minimum" in o.flag
     assert math.isnan(o.x_star) and math.isnan(o.log2_eta_star)
     assert o.loss_emp == min(r["loss"] for r in rows)
     assert best_per_horizon([o]) == []
+    # vertex at x = 10 beyond the swept norms 0..8: a minimum, but extrapolated
+    for r in rows:
+        r["loss"] = math.log(256) + 0.02 * r["log2_norm"] ** 2 - 0.4 * r["log2_norm"]
+    (o,) = fit_optima(rows)
+    assert o.ok and not o.in_range and "extrapolated" in o.flag
+    assert o.x_star == pytest.approx(10.0) and o.log2_eta_star == 8.0  # nearest run
 
 
 def test_global_fit_recovers_alpha_beta_gamma(optima):

@@ -130,6 +130,7 @@ class Optimum:
     x_emp: float
     loss_emp: float
     log2_eta_emp: float
+    in_range: bool = True  # the vertex lies within the fitted points (not extrapolated)
 
     @property
     def log2_B(self) -> float:
@@ -198,7 +199,7 @@ def fit_optima(table: Sequence[Row], *, vocab_size: int | None = None, k: int = 
             loss_star=main.loss_star if ok else math.nan, log2_eta_star=eta_star,
             log2_eta_interp=eta_interp, ok=ok, flag=flag, fixed=fits["fixed"],
             free=fits["free"], n_runs=len(x), x_emp=float(x[i_emp]), loss_emp=float(y[i_emp]),
-            log2_eta_emp=float(lr[i_emp])))
+            log2_eta_emp=float(lr[i_emp]), in_range=bool(main is not None and main.in_range)))
     return optima
 
 

@@ -199,7 +199,8 @@ def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: i
         if "first_reach" in main:
             fr = main["first_reach"]
             _figure("fig3a_first_reach.png", out_dir, made, lambda p: figures.fig_first_reach(
-                fr["points"], _fit_or_none(fr["fit"]), p))
+                fr["points"], _fit_or_none(fr["fit"]), p,
+                target_log2_norm=fr["target_log2_norm"]))
         else:
             print("  fig3a_first_reach.png: skipped (no optimal norm to target)")
         _figure("fig3b_eta_star.png", out_dir, made, lambda p: figures.fig_eta_star(

@@ -306,6 +306,9 @@ def test_paper_optima_table_gives_the_paper_trend():
     assert slope["slope"] < 0 and slope["slope"] < -2 * slope.stderr("slope")
     (best,) = best_per_horizon(optima)
     assert best.batch_size == 128 and best.x_star == 7.29
+    # A parabola in log2 B through the loss* puts the continuous B* between 2^7 and 2^8.5.
+    fit = fit_parabola(np.log2(list(PAPER_D33)), [v[1] for v in PAPER_D33.values()])
+    assert fit.has_minimum and 7.0 < fit.x_star < 8.5
 
 
 def test_line_fit_standard_errors_match_numpy():

@@ -234,16 +234,18 @@ def fig_optima_by_model(optima: Sequence[Optimum], path: str, *, key: str = "mod
     return _save(fig, path)
 
 
-def _fit_lines(ax: plt.Axes, fit: LinearFit, ds: Sequence[float], bs: np.ndarray,
-               cmap: Any) -> None:
-    xb = np.linspace(bs.min(), bs.max(), 20)
+def _fit_lines(ax: plt.Axes, fit: LinearFit, ds: Sequence[float],
+               bs_by_d: dict[float, list[float]], cmap: Any) -> None:
+    """The fitted plane log2 η = c0·log2 B + c1·log2 D + c2 as one dashed line per D, over
+    the batch sizes that D has."""
     for i, d in enumerate(ds):
+        xb = np.linspace(min(bs_by_d[d]), max(bs_by_d[d]), 20)
         X = np.stack([xb, np.full_like(xb, d), np.ones_like(xb)], 1)
         ax.plot(xb, fit.predict(X), "--", lw=1, color=cmap(i / max(len(ds) - 1, 1) * 0.9))
 
 
 def fig_first_reach(points: Sequence[dict[str, Any]], fit: LinearFit | None, path: str, *,
-                    max_curves: int = 8) -> str:
+                    target_log2_norm: float | None = None, max_curves: int = 8) -> str:
     """Fig. 3a: per D, the smallest log2 η reaching the target norm vs log2 B; dashed: the
     fit log2 η = p·log2 B + q·log2 D + r (at most `max_curves` horizons drawn)."""
     pts = [p for p in points if p["reached"]]
@@ -257,8 +259,11 @@ def fig_first_reach(points: Sequence[dict[str, Any]], fit: LinearFit | None, pat
         ax.plot([p["log2_B"] for p in q], [p["log2_eta"] for p in q], "o", ms=5,
                 color=cmap(i / max(len(ds) - 1, 1) * 0.9), label=f"D = 2^{d:g}")
     title = "Fig. 3a: first η to reach the optimal norm"
+    if target_log2_norm is not None:
+        title += f" 2^{target_log2_norm:.2f}"
     if fit is not None:
-        _fit_lines(ax, fit, ds, np.array([p["log2_B"] for p in pts]), cmap)
+        _fit_lines(ax, fit, ds, {d: [p["log2_B"] for p in pts if p["log2_D"] == d]
+                                 for d in ds}, cmap)
         title += f"\nlog2 η = {fit['p']:.2f}·log2 B {fit['q']:+.2f}·log2 D {fit['r']:+.1f}"
     ax.set(xlabel="log2 B", ylabel="log2 η (first reach)", title=title)
     ax.legend(fontsize=7, ncol=2)
@@ -281,7 +286,7 @@ def fig_eta_star(optima: Sequence[Optimum], fit: LinearFit | None, path: str, *,
                 color=cmap(i / max(len(ds) - 1, 1) * 0.9), label=f"D = 2^{d:g}")
     title = "Fig. 3b: optimal learning rate"
     if fit is not None:
-        _fit_lines(ax, fit, ds, np.array([o.log2_B for o in ok]), cmap)
+        _fit_lines(ax, fit, ds, {d: [o.log2_B for o in ok if o.log2_D == d] for d in ds}, cmap)
         title += (f"\nlog2 η* = {fit['alpha']:.2f}·log2 B {fit['beta']:+.2f}·log2 D "
                   f"{fit['gamma']:+.1f} (R² {fit.r2:.2f})")
     ax.set(xlabel="log2 B", ylabel="log2 η*", title=title)

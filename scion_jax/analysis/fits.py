@@ -141,10 +141,16 @@ class Optimum:
 
 
 def _groups(table: Sequence[Row], keys: Sequence[str]) -> dict[tuple, list[Row]]:
+    """Rows grouped by their values of `keys`; groups ordered by setup, then D, then B."""
     groups: dict[tuple, list[Row]] = defaultdict(list)
     for row in table:
         groups[tuple((k, row.get(k)) for k in keys)].append(row)
-    return dict(groups)
+
+    def order(key: tuple) -> tuple:
+        d = dict(key)
+        rest = str([(k, v) for k, v in key if k not in SWEEP_AXES])
+        return rest, _num(d.get("log2_D")), _num(d.get(BATCH_KEY))
+    return dict(sorted(groups.items(), key=lambda kv: order(kv[0])))
 
 
 def _num(v: Any) -> float:
@@ -159,7 +165,7 @@ def fit_optima(table: Sequence[Row], *, vocab_size: int | None = None, k: int = 
     `model.vocab_size`; with neither only the free-c fit is made and used.
     """
     optima = []
-    for key, rows in sorted(_groups(table, group_keys).items(), key=lambda kv: str(kv[0])):
+    for key, rows in _groups(table, group_keys).items():
         x = np.array([_num(r.get("log2_norm")) for r in rows])
         y = np.array([_num(r.get(loss_key)) for r in rows])
         lr = np.array([_num(r.get("log2_lr")) for r in rows])
@@ -275,7 +281,7 @@ def first_reach(table: Sequence[Row], target_log2_norm: float, *,
     η in the sweep gets there.
     """
     out = []
-    for key, rows in sorted(_groups(table, group_keys).items(), key=lambda kv: str(kv[0])):
+    for key, rows in _groups(table, group_keys).items():
         d = dict(key)
         pts = [(_num(r.get("log2_lr")), _num(r.get("log2_norm"))) for r in rows]
         hit = [lr for lr, x in pts if math.isfinite(lr) and math.isfinite(x)

@@ -1,22 +1,31 @@
-"""scion-jax: the Scion optimizer (norm-constrained LMOs) for JAX, as an optax transform."""
+"""scion-jax: the Scion optimizer (norm-constrained LMOs) for JAX, as an optax transform.
 
-from scion_jax import norms
-from scion_jax.init import init_params
-from scion_jax.newton_schulz import newton_schulz, polar_svd
-from scion_jax.norms import layer_norms, operator_norm
-from scion_jax.optimizer import ScionState, scale_by_scion, scion
-from scion_jax.rules import NORMS, Role
+Without jax installed only `scion_jax.analysis` (numpy + matplotlib) is usable: the optimizer
+names below are then absent, and importing the analysis package still works.
+"""
 
-__all__ = [
-    "NORMS",
-    "Role",
-    "ScionState",
-    "init_params",
-    "layer_norms",
-    "newton_schulz",
-    "norms",
-    "operator_norm",
-    "polar_svd",
-    "scale_by_scion",
-    "scion",
-]
+try:
+    import jax as _jax  # noqa: F401
+except ImportError:  # an analysis-only environment
+    __all__: list[str] = []
+else:
+    from scion_jax import norms
+    from scion_jax.init import init_params
+    from scion_jax.newton_schulz import newton_schulz, polar_svd
+    from scion_jax.norms import layer_norms, operator_norm
+    from scion_jax.optimizer import ScionState, scale_by_scion, scion
+    from scion_jax.rules import NORMS, Role
+
+    __all__ = [
+        "NORMS",
+        "Role",
+        "ScionState",
+        "init_params",
+        "layer_norms",
+        "newton_schulz",
+        "norms",
+        "operator_norm",
+        "polar_svd",
+        "scale_by_scion",
+        "scion",
+    ]

@@ -1,0 +1,229 @@
+"""Analyse a norm-transfer sweep: collect → table.csv → fits.json → the paper's figures.
+
+    python experiments/plot.py --sweep_dir=workdirs/sweep --out_dir=workdirs/sweep_plots \
+        [--vocab_size=V] [--k=7] [--window=1] [--loss=loss|eval_loss] [--target_log2_norm=T]
+
+Per setup (everything held fixed while η, B and D vary; the largest is the primary) it fits
+the per-(D, B) optima (PAPER.md §5), the global η* law (Fig. 3b), B*(D) and η*(D) (Fig. 7),
+the first-reach law (Fig. 3a), and across setups the LR-scale ranking (Fig. 4). Figures the
+data cannot support (e.g. one width only → no Fig. 2b) are skipped with a message. Every
+output is written to a temp file and moved into place, so a kill never leaves half a file.
+Needs numpy and matplotlib only (no jax).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scion_jax.analysis import figures  # noqa: E402
+from scion_jax.analysis import fits as fits_lib  # noqa: E402
+from scion_jax.analysis.collect import (  # noqa: E402
+    SweepWarning,
+    Table,
+    atomic_write_text,
+    collect,
+    write_csv,
+)
+from scion_jax.analysis.regression import LinearFit  # noqa: E402
+
+_SWEEP = flags.DEFINE_string("sweep_dir", None, "Directory with one run directory per point.")
+_OUT = flags.DEFINE_string("out_dir", None, "Where table.csv, fits.json and the PNGs go.")
+_VOCAB = flags.DEFINE_integer("vocab_size", None,
+                              "V for the fixed c = ln V fit (default: model.vocab_size).")
+_K = flags.DEFINE_integer("k", 7, "Points nearest the empirical minimum in each parabola fit.")
+_WINDOW = flags.DEFINE_integer("window", 1, "Logged points averaged around each horizon.")
+_TARGET = flags.DEFINE_float("target_log2_norm", None,
+                             "Norm target of Fig. 3a (default: the fitted common optimal norm).")
+_LOSS = flags.DEFINE_enum("loss", "loss", ["loss", "eval_loss"],
+                          "Which loss the optima are fitted to (train loss or held-out loss).")
+_DROP_EXTRAPOLATED = flags.DEFINE_bool(
+    "drop_extrapolated", False,
+    "Leave optima whose vertex lies outside the fitted points out of the scaling fits.")
+_ALLOW_PARTIAL = flags.DEFINE_bool("allow_partial", False,
+                                   "Keep unfinished runs (their reached horizons only).")
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses/tuples/numpy scalars → JSON types; NaN/inf → null (strict JSON)."""
+    if isinstance(obj, LinearFit):
+        return jsonable({**dict(zip(obj.names, obj.coef, strict=True)),
+                         "se": dict(zip(obj.names, obj.se, strict=True)), "r2": obj.r2,
+                         "n": obj.n, "residual_std": obj.residual_std})
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        if isinstance(obj, fits_lib.ParabolaFit):
+            out.update(x_star=jsonable(obj.x_star), loss_star=jsonable(obj.loss_star),
+                       has_minimum=obj.has_minimum, in_range=obj.in_range)
+        if isinstance(obj, fits_lib.Optimum):
+            out["setup"] = {k: jsonable(v) for k, v in obj.setup}
+        return out
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if hasattr(obj, "item"):  # numpy scalar
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
+
+
+def _try(what: str, fn: Callable[[], Any]) -> Any:
+    """fn(), or a {"error": ...} record when the data cannot support the fit."""
+    try:
+        return fn()
+    except (ValueError, KeyError) as e:
+        print(f"  {what}: skipped ({e})")
+        return {"error": str(e)}
+
+
+def fit_setup(table: Table, optima: list[fits_lib.Optimum],
+              target: float | None) -> dict[str, Any]:
+    """Every fit of one setup (its optima and its table rows) as a JSON-ready dict."""
+    band = fits_lib.optimal_norm_band(optima)
+    t = target if target is not None else band["mean"]
+    out: dict[str, Any] = {
+        "n_optima": len(optima), "n_ok": sum(o.ok for o in optima),
+        "flags": sorted({o.flag for o in optima if o.flag}),
+        "optima": optima, "norm_band": band,
+        "global": _try("global fit (Fig. 3b)", lambda: fits_lib.fit_global(optima)),
+        "horizon_scaling": _try("B*(D), η*(D) (Fig. 7)",
+                                lambda: fits_lib.fit_horizon_scaling(optima)),
+        "norm_vs_batch": fits_lib.norm_vs_batch(optima),
+        "best_per_horizon": [{"log2_D": o.log2_D, "batch_size": o.batch_size,
+                              "x_star": o.x_star, "loss_star": o.loss_star,
+                              "log2_eta_star": o.log2_eta_star}
+                             for o in fits_lib.best_per_horizon(optima)],
+    }
+    if math.isfinite(t):
+        pts = fits_lib.first_reach(table, t)
+        out["first_reach"] = {"target_log2_norm": t, "points": pts,
+                              "fit": _try("first-reach fit (Fig. 3a)",
+                                          lambda: fits_lib.fit_first_reach(pts))}
+    return out
+
+
+def _figure(name: str, out_dir: str, made: list[str], fn: Callable[[str], str]) -> None:
+    path = os.path.join(out_dir, name)
+    try:
+        made.append(fn(path))
+        print(f"  wrote {name}")
+    except ValueError as e:
+        print(f"  {name}: skipped ({e})")
+
+
+def _fit_or_none(record: Any) -> LinearFit | None:
+    return record if isinstance(record, LinearFit) else None
+
+
+def _siblings(optima: list[fits_lib.Optimum], setup: tuple, key: str) -> list[fits_lib.Optimum]:
+    """Optima whose setup equals `setup` in everything but `key` (Fig. 2b's curves)."""
+    base = {k: v for k, v in setup if k != key}
+    return [o for o in optima if {k: v for k, v in o.setup if k != key} == base]
+
+
+def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: int = 7,
+            window: int = 1, target_log2_norm: float | None = None,
+            allow_partial: bool = False, loss_key: str = "loss",
+            drop_extrapolated: bool = False) -> dict[str, Any]:
+    """The whole pipeline; returns the fits record (also written to `out_dir/fits.json`)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SweepWarning)
+        table = collect(sweep_dir, window=window, allow_partial=allow_partial)
+    skipped = [str(w.message) for w in caught if issubclass(w.category, SweepWarning)]
+    for msg in skipped:
+        print(f"warning: {msg}")
+    if not table:
+        raise SystemExit(f"No usable runs under {sweep_dir}.")
+    write_csv(table, os.path.join(out_dir, "table.csv"))
+    n_runs = len({r["run"] for r in table})
+    print(f"{n_runs} runs, {len(table)} rows → {os.path.join(out_dir, 'table.csv')}")
+
+    optima = fits_lib.fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key)
+    if drop_extrapolated:
+        n = len(optima)
+        optima = [o for o in optima if o.in_range]
+        print(f"dropped {n - len(optima)} extrapolated optima")
+    setups = fits_lib.by_setup(optima)
+    varying = [key for key in fits_lib.GROUP_KEYS if key not in fits_lib.SWEEP_AXES
+               and len({dict(s).get(key) for s in setups}) > 1]
+    record: dict[str, Any] = {
+        "sweep_dir": os.path.abspath(sweep_dir), "k": k, "window": window, "loss": loss_key,
+        "vocab_size": vocab_size, "drop_extrapolated": drop_extrapolated, "n_runs": n_runs,
+        "n_rows": len(table),
+        "skipped_runs": skipped, "varying": varying, "setups": [],
+    }
+    for setup, opts in setups.items():
+        label = fits_lib.setup_label(setup, varying)
+        print(f"setup {label}: {len(opts)} sweeps")
+        rows = figures.in_setup(table, setup)
+        record["setups"].append({"label": label, "setup": dict(setup),
+                                 **fit_setup(rows, opts, target_log2_norm)})
+    ranking = fits_lib.lr_scale_ranking(table, loss_key=loss_key)
+    record["lr_ranking"] = ranking
+    atomic_write_text(os.path.join(out_dir, "fits.json"),
+                                  json.dumps(jsonable(record), indent=1, allow_nan=False))
+
+    made: list[str] = []
+    if not setups:
+        print("  no fitted optima: only Fig. 1b and Fig. 4 can be drawn")
+        _figure("fig1b_norm_vs_tokens.png", out_dir, made,
+                lambda p: figures.fig_norm_vs_tokens(table, p))
+    else:
+        primary, opts = next(iter(setups.items()))
+        main = record["setups"][0]
+        _figure("fig1a_loss_vs_norm.png", out_dir, made, lambda p: figures.fig_loss_vs_norm(
+            table, opts, p, setup=primary, loss_key=loss_key))
+        _figure("fig1b_norm_vs_tokens.png", out_dir, made, lambda p: figures.fig_norm_vs_tokens(
+            table, p, setup=primary))
+        _figure("fig2a_optima_by_horizon.png", out_dir, made,
+                lambda p: figures.fig_optima_by_horizon(opts, p))
+        for key, name in (("model.d_model", "width"), ("model.n_layers", "depth")):
+            _figure(f"fig2b_optima_by_{name}.png", out_dir, made,
+                    lambda p, key=key: figures.fig_optima_by_model(
+                        _siblings(optima, primary, key), p, key=key))
+        if "first_reach" in main:
+            fr = main["first_reach"]
+            _figure("fig3a_first_reach.png", out_dir, made, lambda p: figures.fig_first_reach(
+                fr["points"], _fit_or_none(fr["fit"]), p,
+                target_log2_norm=fr["target_log2_norm"]))
+        else:
+            print("  fig3a_first_reach.png: skipped (no optimal norm to target)")
+        _figure("fig3b_eta_star.png", out_dir, made, lambda p: figures.fig_eta_star(
+            opts, _fit_or_none(main["global"]), p))
+    _figure("fig4_lr_ranking.png", out_dir, made,
+            lambda p: figures.fig_lr_ranking(ranking, p))
+    record["figures"] = [os.path.basename(p) for p in made]
+    atomic_write_text(os.path.join(out_dir, "fits.json"),
+                                  json.dumps(jsonable(record), indent=1, allow_nan=False))
+    print(f"fits → {os.path.join(out_dir, 'fits.json')}; {len(made)} figures")
+    return record
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not _SWEEP.value or not _OUT.value:
+        raise app.UsageError("--sweep_dir and --out_dir are required.")
+    analyse(_SWEEP.value, _OUT.value, vocab_size=_VOCAB.value, k=_K.value,
+            window=_WINDOW.value, target_log2_norm=_TARGET.value,
+            allow_partial=_ALLOW_PARTIAL.value, loss_key=_LOSS.value,
+            drop_extrapolated=_DROP_EXTRAPOLATED.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,304 @@
+"""Read a sweep directory into one table: one row per run × horizon D = 2^k tokens.
+
+PAPER.md §5: one long constant-LR run per (η, B) is evaluated at many horizons; the loss at
+horizon D is the loss at the first logged step with tokens ≥ D, optionally averaged over a
+small window of neighbouring logged points. The output norm ‖W_out‖_{RMS→∞} (§1, the x axis
+of Fig. 1a/2) is taken at the nearest logged norm step at or after that step.
+
+A sweep directory holds one run directory per point, each with `config.json` (the run's
+config, flattened `optimizer.learning_rate` keys or nested as the trainer writes it) and
+`metrics.jsonl` (one JSON object per logged step: `step`, `tokens`, `loss`, `lr`, and on some
+steps `output_norm`, `eval_loss`). The table is a list of dict rows; it round-trips through
+CSV with `write_csv` / `read_csv`. Only numpy and the standard library are used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+Row = dict[str, Any]
+Table = list[Row]
+
+LR_KEY = "optimizer.learning_rate"
+BATCH_KEY = "batch_size"
+# The first columns of the CSV, in this order; every flattened config key follows, sorted.
+CORE_COLUMNS = (
+    "run", "log2_D", "D", "step", "tokens", "loss", "eval_loss", "output_norm", "log2_norm",
+    "norm_step", "log2_lr", "log2_B",
+)
+
+
+class SweepWarning(UserWarning):
+    """A run directory that was skipped (unfinished, corrupt or incomplete)."""
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts → dotted keys (`optimizer.learning_rate`), as the trainer's config.json nests.
+
+    Scalars (str, int, float, bool, None) are kept; lists become their JSON text.
+    """
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+class RunError(ValueError):
+    """Why a run directory cannot be used."""
+
+
+def read_run(run_dir: str, *, allow_partial: bool = False) -> tuple[dict[str, Any], list[Row]]:
+    """(flattened config, metric rows) of one run directory.
+
+    Raises `RunError` when the run is unusable: a missing/unparsable file, a corrupt line, a
+    torn (truncated) last line — the writer died mid-line, so the run did not finish —, or,
+    unless `allow_partial`, a last logged step short of the config's `steps` or a last row
+    marked `preempted`.
+    """
+    cfg_path = os.path.join(run_dir, "config.json")
+    met_path = os.path.join(run_dir, "metrics.jsonl")
+    for path in (cfg_path, met_path):
+        if not os.path.isfile(path):
+            raise RunError(f"no {os.path.basename(path)}")
+    try:
+        with open(cfg_path) as f:
+            config = flatten(json.load(f))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise RunError(f"config.json is not a JSON object ({e})") from None
+    with open(met_path, "rb") as f:
+        raw = f.read()
+    lines = raw.decode("utf-8", errors="replace").split("\n")
+    rows: list[Row] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "step" not in row or "tokens" not in row:
+                raise ValueError("no step/tokens")
+        except ValueError as e:
+            where = "truncated last line" if i >= len(lines) - 2 else f"corrupt line {i + 1}"
+            raise RunError(f"metrics.jsonl: {where} ({e})") from None
+        rows.append(row)
+    if not rows:
+        raise RunError("metrics.jsonl is empty")
+    rows.sort(key=lambda r: r["step"])
+    if not allow_partial:
+        if rows[-1].get("preempted"):
+            raise RunError(f"preempted at step {rows[-1]['step']}")
+        steps = config.get("steps")
+        if isinstance(steps, (int, float)) and rows[-1]["step"] < steps:
+            raise RunError(f"unfinished: last logged step {rows[-1]['step']} < steps={steps}")
+    return config, rows
+
+
+def _first_at_or_after(tokens: np.ndarray, target: float) -> int | None:
+    i = int(np.searchsorted(tokens, target, side="left"))
+    return i if i < len(tokens) else None
+
+
+def _window_mean(values: np.ndarray, i: int, window: int) -> float:
+    """Mean of `window` neighbouring points centred on index i (clipped at the ends)."""
+    lo = max(0, i - (window - 1) // 2)
+    hi = min(len(values), lo + window)
+    lo = max(0, hi - window)
+    return float(np.mean(values[lo:hi]))
+
+
+def _series(rows: list[Row], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, tokens, values) of the rows that log `key` with a number."""
+    pts = [(r["step"], r["tokens"], r[key]) for r in rows
+           if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    if not pts:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    a = np.asarray(pts, dtype=np.float64)
+    return a[:, 0], a[:, 1], a[:, 2]
+
+
+def horizon_rows(
+    config: dict[str, Any],
+    rows: list[Row],
+    *,
+    horizons: Iterable[int] | None = None,
+    window: int = 1,
+    max_overshoot: float | None = 1.5,
+) -> Table:
+    """The table rows of one run: one per horizon D = 2^k (PAPER.md §5).
+
+    For each k: the first logged step with tokens ≥ D gives `loss` (mean over `window`
+    neighbouring logged losses), `eval_loss` likewise over the eval points (NaN if none), and
+    `output_norm` at the first norm step at or after it (NaN if none). Horizons whose first
+    logged tokens exceed `max_overshoot`·D (too coarse a log) are left out; `None` keeps all.
+    `horizons` defaults to every integer k with 0 < 2^k ≤ the last logged tokens.
+    """
+    if window < 1:
+        raise ValueError(f"window must be ≥ 1, got {window}")
+    steps, tokens, loss = _series(rows, "loss")
+    if len(tokens) == 0:
+        return []
+    _, ev_tokens, ev_loss = _series(rows, "eval_loss")
+    n_steps, n_tokens, norm = _series(rows, "output_norm")
+    if horizons is None:
+        lo = math.ceil(math.log2(max(float(tokens[0]), 1.0)))
+        hi = math.floor(math.log2(float(tokens[-1])))
+        horizons = range(lo, hi + 1)
+    lr, batch = config.get(LR_KEY), config.get(BATCH_KEY)
+    base = {
+        "log2_lr": math.log2(lr) if isinstance(lr, (int, float)) and lr > 0 else math.nan,
+        "log2_B": math.log2(batch) if isinstance(batch, (int, float)) and batch > 0 else math.nan,
+        **config,
+    }
+    out: Table = []
+    for k in horizons:
+        d = 2.0**k
+        i = _first_at_or_after(tokens, d)
+        if i is None or (max_overshoot is not None and tokens[i] > max_overshoot * d):
+            continue
+        row: Row = {"log2_D": int(k), "D": d, "step": int(steps[i]), "tokens": float(tokens[i]),
+                    "loss": _window_mean(loss, i, window), "eval_loss": math.nan,
+                    "output_norm": math.nan, "log2_norm": math.nan, "norm_step": math.nan}
+        j = _first_at_or_after(ev_tokens, d)
+        if j is not None and (max_overshoot is None or ev_tokens[j] <= max_overshoot * d):
+            row["eval_loss"] = _window_mean(ev_loss, j, window)
+        m = int(np.searchsorted(n_steps, steps[i], side="left"))
+        if m < len(n_steps) and (max_overshoot is None or n_tokens[m] <= max_overshoot * d):
+            row["output_norm"] = float(norm[m])
+            row["norm_step"] = int(n_steps[m])
+            if norm[m] > 0:
+                row["log2_norm"] = math.log2(norm[m])
+        out.append({**row, **base})
+    return out
+
+
+def collect(
+    sweep_dir: str,
+    *,
+    horizons: Iterable[int] | None = None,
+    window: int = 1,
+    max_overshoot: float | None = 1.5,
+    allow_partial: bool = False,
+) -> Table:
+    """Every usable run under `sweep_dir` → one table (rows sorted by run, then horizon).
+
+    A run directory is any subdirectory (searched recursively, not below a run directory)
+    holding `config.json` or `metrics.jsonl`; unusable runs (see `read_run`; a config without
+    metrics is a run not yet started) are skipped with a `SweepWarning` naming the reason.
+    """
+    if not os.path.isdir(sweep_dir):
+        raise FileNotFoundError(f"sweep directory {sweep_dir!r} does not exist")
+    table: Table = []
+    hz = None if horizons is None else list(horizons)
+    for root, dirs, files in os.walk(sweep_dir):
+        dirs.sort()
+        if root == sweep_dir or not {"metrics.jsonl", "config.json"} & set(files):
+            continue
+        dirs[:] = []  # checkpoints/, tensorboard/ of a run hold no runs
+        name = os.path.relpath(root, sweep_dir)
+        try:
+            config, rows = read_run(root, allow_partial=allow_partial)
+        except RunError as e:
+            warnings.warn(f"skipping run {name!r}: {e}", SweepWarning, stacklevel=2)
+            continue
+        for row in horizon_rows(config, rows, horizons=hz, window=window,
+                                max_overshoot=max_overshoot):
+            table.append({"run": name, **row})
+    return table
+
+
+def columns(table: Sequence[Row]) -> list[str]:
+    """CORE_COLUMNS present in the table, then every other key, sorted."""
+    keys: set[str] = set()
+    for row in table:
+        keys.update(row)
+    return [c for c in CORE_COLUMNS if c in keys] + sorted(keys - set(CORE_COLUMNS))
+
+
+def column(table: Sequence[Row], key: str) -> np.ndarray:
+    """One numeric column as float64 (missing or non-numeric values → NaN)."""
+    def num(v: Any) -> float:
+        if isinstance(v, bool):
+            return float(v)
+        return float(v) if isinstance(v, (int, float)) else math.nan
+    return np.asarray([num(r.get(key)) for r in table], dtype=np.float64)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write `text` to `path` via a temp file in the same directory and `os.replace`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)  # round-trips exactly; nan/inf as 'nan'/'inf'
+    return str(v)
+
+
+def to_csv_text(table: Sequence[Row]) -> str:
+    """The table as CSV text (header = `columns(table)`; missing cells empty)."""
+    import io
+
+    buf = io.StringIO()
+    cols = columns(table)
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    for row in table:
+        writer.writerow([_cell(row.get(c)) for c in cols])
+    return buf.getvalue()
+
+
+def write_csv(table: Sequence[Row], path: str) -> None:
+    """Write the table to `path` atomically (a kill never leaves a half-written file)."""
+    atomic_write_text(path, to_csv_text(table))
+
+
+def _parse(s: str) -> Any:
+    if s == "":
+        return None
+    if s in ("True", "False"):
+        return s == "True"
+    try:
+        return int(s)
+    except ValueError:
+        pass
+    try:
+        return float(s)
+    except ValueError:
+        return s
+
+
+def read_csv(path: str) -> Table:
+    """A table written by `write_csv` (numbers and booleans parsed back, empty cells → absent)."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return [{k: v for k, v in ((k, _parse(s)) for k, s in r.items()) if v is not None}
+                for r in reader]

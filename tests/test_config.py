@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ("model.compute_dtype", "float16", r"model.compute_dtype.*float32, bfloat16"),
         ("optimizer.momentum", 1.5, r"optimizer.momentum=1.5 must be in \[0, 1\]"),
         ("steps", 0, r"config.steps=0 must be a positive number"),
-        ("mesh.data", 3, r"mesh=.*does not divide the 8 devices|needs 3 devices"),
+        ("mesh.data", 16, r"mesh=.*needs 16 devices; there are 8"),
         ("batch_size", 12, r"batch_size=12 must divide by data×fsdp = 8"),
     ],
 )
@@ -40,10 +40,14 @@ def test_invalid_values(key, value, message):
         validate(config, n_devices=8)
 
 
-def test_mesh_rest_axis():
+def test_mesh_rest_axis_and_subsets():
     config = base_config()
     config.mesh.update(data=-1, fsdp=2, tensor=1)
     assert validate(config, n_devices=8) == {"data": 4, "fsdp": 2, "tensor": 1}
+    config.mesh.update(data=1, fsdp=1, tensor=1)  # the first device only
+    assert validate(config, n_devices=8) == {"data": 1, "fsdp": 1, "tensor": 1}
+    with pytest.raises(ValueError, match="multi-host runs use them all"):
+        validate(config, n_devices=8, process_count=2)
 
 
 @pytest.mark.parametrize(

@@ -101,8 +101,14 @@ def _positive(config: ml_collections.ConfigDict, *keys: str) -> None:
             raise ValueError(f"config.{key}={value!r} must be a positive number.")
 
 
-def validate(config: ml_collections.ConfigDict, n_devices: int) -> dict[str, int]:
-    """Checks every value the trainer relies on; returns the resolved mesh shape."""
+def validate(
+    config: ml_collections.ConfigDict, n_devices: int, process_count: int = 1
+) -> dict[str, int]:
+    """Checks every value the trainer relies on; returns the resolved mesh shape.
+
+    A mesh smaller than the host's devices (single process) runs on the first ones,
+    e.g. ``mesh.data=1`` for a one-device run on a many-device host.
+    """
     _positive(
         config,
         "steps",
@@ -141,9 +147,12 @@ def validate(config: ml_collections.ConfigDict, n_devices: int) -> dict[str, int
         if n_devices % fixed:
             raise ValueError(f"config.mesh={mesh} does not divide the {n_devices} devices.")
         mesh[rest[0]] = n_devices // fixed
-    if math.prod(mesh.values()) != n_devices:
+    if math.prod(mesh.values()) > n_devices or (
+        math.prod(mesh.values()) < n_devices and process_count > 1
+    ):
         raise ValueError(
-            f"config.mesh={mesh} needs {math.prod(mesh.values())} devices; there are {n_devices}."
+            f"config.mesh={mesh} needs {math.prod(mesh.values())} devices; there are {n_devices}"
+            f"{' (multi-host runs use them all)' if process_count > 1 else ''}."
         )
     if config.batch_size % (mesh["data"] * mesh["fsdp"]):
         raise ValueError(

@@ -47,11 +47,16 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
 
 
 def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
-    shape = config_lib.validate(config, jax.device_count())
+    shape = config_lib.validate(config, jax.device_count(), jax.process_count())
+    sizes = tuple(shape[a] for a in config_lib.MESH_AXES)
+    n = math.prod(sizes)
+    if n < jax.device_count():
+        logging.warning("config.mesh uses %d of the %d devices.", n, jax.device_count())
     return jax.make_mesh(
-        tuple(shape[a] for a in config_lib.MESH_AXES),
+        sizes,
         config_lib.MESH_AXES,
         axis_types=(AxisType.Auto,) * len(config_lib.MESH_AXES),
+        devices=jax.devices()[:n],
     )
 
 

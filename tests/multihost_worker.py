@@ -19,8 +19,8 @@ import numpy as np
 
 DEVICES_PER_PROCESS = 4
 RULES = [
+    ("unembed", "rms_to_inf"),  # before "embed", which it contains
     ("embed", "l1_to_rms"),
-    ("unembed", "rms_to_inf"),
     ("bias", "bias_rms"),
     (".*", "rms_to_rms"),
 ]

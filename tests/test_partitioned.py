@@ -19,8 +19,8 @@ import scion_jax
 from scion_jax import hlo_stats, partitioned
 
 RULES = [
+    ("unembed", "rms_to_inf"),  # before "embed", which it contains
     ("embed", "l1_to_rms"),
-    ("unembed", "rms_to_inf"),
     ("bias", "bias_rms"),
     (".*", "rms_to_rms"),
 ]

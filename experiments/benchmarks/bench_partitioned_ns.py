@@ -38,8 +38,8 @@ from scion_jax.newton_schulz import flops as ns_flops  # noqa: E402
 
 VOCAB = 128_256
 RULES = [
+    ("unembed", "rms_to_inf"),  # before "embed", which it contains
     ("embed", "l1_to_rms"),
-    ("unembed", "rms_to_inf"),
     (".*", "rms_to_rms"),
 ]
 

@@ -26,6 +26,10 @@ the stack is then laid out matrix-split over all devices and GSPMD does the movi
 (a local slice for replicated gradients, an all-to-all for sharded ones); give
 the jitted step `out_shardings` to fix the updates' layout, as usual under Auto.
 
+On CPU with many (fake) devices, run with
+``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``: XLA:CPU may
+otherwise run independent collectives concurrently and deadlock.
+
 `axis_orthogonalizer` is the data-parallel path, for use inside a `jax.pmap` or
 `jax.shard_map` step whose gradients are already averaged: each device
 orthogonalizes its share, one `all_gather` completes the update.
@@ -222,12 +226,14 @@ def _apply_grouped(
     # Largest matrices first (only the dispatch order: each stack is balanced alone).
     order = sorted(groups, key=lambda key: -math.prod(mats[groups[key][0]].shape[-2:]))
     out: list[jax.Array] = list(mats)
-    prev = None  # the previous stack's result: stacks run one after another
+    # On CPU, stacks run one after another: XLA:CPU runs independent collectives
+    # concurrently on its thread pool, and enough of them at once deadlock (seen with 8
+    # fake devices). GPU/TPU order collectives on their streams: no chaining there.
+    serial = mesh.devices.flat[0].platform == "cpu"
+    prev = None  # the previous stack's result
     for key in order:
         idx = groups[key]
-        if prev is not None:
-            # One stack's collectives at a time, in the same order on every device:
-            # independent collectives that XLA:CPU runs concurrently can deadlock.
+        if serial and prev is not None:  # this stack's inputs wait for it
             tied, _ = jax.lax.optimization_barrier(([mats[i] for i in idx], prev))
             for i, m in zip(idx, tied, strict=True):
                 mats[i] = m

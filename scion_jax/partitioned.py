@@ -75,18 +75,11 @@ def spec_of(x: jax.Array) -> PartitionSpec | None:
 
 
 def _gather(x: jax.Array, axes: tuple[str, ...], invariant: bool) -> jax.Array:
-    """Tiled all-gather along axis 0 over `axes`.
-
-    `invariant`: as a psum of zero-padded pieces, whose result shard_map types as
-    invariant. (`all_gather(..., to="invarying")` would do, but jax 0.10 lowers every
-    such gather with channel_id=1; several in one program deadlock XLA:CPU.)
-    """
-    if not invariant:
-        return jax.lax.all_gather(x, axes, axis=0, tiled=True)
-    n = jax.lax.axis_size(axes)
-    full = jnp.zeros((n * x.shape[0], *x.shape[1:]), x.dtype)
-    full = jax.lax.dynamic_update_slice_in_dim(full, x, jax.lax.axis_index(axes) * x.shape[0], 0)
-    return jax.lax.psum(full, axes)
+    """Tiled all-gather along axis 0 over `axes`; `invariant`: typed invariant over
+    them (what a caller's vma-checked `shard_map` expects of a replicated update)."""
+    if invariant:
+        return jax.lax.all_gather(x, axes, axis=0, tiled=True, to="invarying")
+    return jax.lax.all_gather(x, axes, axis=0, tiled=True)
 
 
 def _all_to_all(x: jax.Array, axes: tuple[str, ...], split: int, concat: int) -> jax.Array:
@@ -116,8 +109,8 @@ def route_and_apply(
       group: the number of devices sharing the stack (product of the three sizes).
       reduce_out: `fn` returns per-matrix values ``[k, m]``; they are gathered to
         every device of the group as ``[c, m]`` rather than sent back as shards.
-      invariant: gather with a psum so that the result is typed invariant over the
-        gathered axes (for a caller's `shard_map` with ``check_vma=True``).
+      invariant: the gathered result is typed invariant over the gathered axes (for
+        a caller's `shard_map` with ``check_vma=True``).
 
     Returns:
       ``fn`` of every matrix, laid out as `x` (or ``[c, m]`` with `reduce_out`).
@@ -362,8 +355,8 @@ def owner_apply(
 
 
 def _invariant(x: jax.Array, axes: tuple[str, ...]) -> bool:
-    """Whether `x` is typed invariant over `axes` inside a vma-checked shard_map (the
-    update must then be invariant too); False under pmap, where nothing is checked."""
+    """Whether `x` is typed invariant over `axes` (averaged gradients in a vma-checked
+    shard_map; always so under pmap): its update must then be invariant too."""
     mat = getattr(jax.typeof(x), "mat", None)
     if mat is None or getattr(mat, "varying", None) is None:
         return False

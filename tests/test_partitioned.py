@@ -114,6 +114,18 @@ def test_mesh_update_matches_plain(ref_update, axis_type, shape, kind):
         )
 
 
+def test_auto_axes_without_out_shardings(ref_update):
+    """Under Auto axes with no out_shardings GSPMD picks the layout; values still match."""
+    grads, want = ref_update
+    mesh = jax.make_mesh((2, 4), ("fsdp", "tensor"), axis_types=(AxisType.Auto,) * 2)
+    sharded = {
+        k: jax.device_put(v, NamedSharding(mesh, spec_for("fsdp", v.shape, mesh.axis_names)))
+        for k, v in grads.items()
+    }
+    opt = scion_jax.scion(1.0, RULES, ns_dtype="float32", mesh=mesh)
+    assert_close_tree(jax.jit(lambda g: opt.update(g, opt.init(g))[0])(sharded), want)
+
+
 def test_explicit_with_momentum_and_decay_matches_plain():
     """Momentum buffers and weight decay keep the parameter's explicit sharding."""
     grads = make_grads(1)

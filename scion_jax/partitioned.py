@@ -1,8 +1,9 @@
 """Partitioned Newton–Schulz: each device orthogonalizes the whole matrices it owns.
 
 Disco's scheme (PAPER.md §7) in JAX. The "rms_to_rms" matrices are grouped into
-stacks of equal shape (and equal sharding); inside one `jax.shard_map` per stack
-every device
+stacks of equal shape (a tall matrix joins the stack of its transpose; members
+sharded unlike the stack are resharded to it); inside one `jax.shard_map` per
+stack, largest matrices first, every device
 
   1. pads its local part of the stack to a multiple of the devices that share it,
   2. sends whole-matrix slices to their owners: one `all_to_all` over the mesh axes
@@ -28,7 +29,8 @@ the jitted step `out_shardings` to fix the updates' layout, as usual under Auto.
 
 On CPU with many (fake) devices, run with
 ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``: XLA:CPU may
-otherwise run independent collectives concurrently and deadlock.
+otherwise run independent collectives concurrently and deadlock (stacks are also
+chained one after another there).
 
 `axis_orthogonalizer` is the data-parallel path, for use inside a `jax.pmap` or
 `jax.shard_map` step whose gradients are already averaged: each device

@@ -11,6 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -124,6 +125,19 @@ def test_auto_axes_without_out_shardings(ref_update):
     }
     opt = scion_jax.scion(1.0, RULES, ns_dtype="float32", mesh=mesh)
     assert_close_tree(jax.jit(lambda g: opt.update(g, opt.init(g))[0])(sharded), want)
+
+
+def test_inject_hyperparams_with_mesh(ref_update):
+    """Injected learning rate and ns_steps (traced inside the shard_map) still match."""
+    grads, want = ref_update
+    mesh = jax.make_mesh((8,), ("fsdp",))
+    sh = {k: NamedSharding(mesh, spec_for("fsdp", v.shape, ("fsdp",))) for k, v in grads.items()}
+    g = {k: jax.device_put(v, sh[k]) for k, v in grads.items()}
+    opt = optax.inject_hyperparams(scion_jax.scion, static_args=("mesh",))(
+        learning_rate=1.0, rules=RULES, ns_steps=5, ns_dtype="float32", mesh=mesh
+    )
+    got = jax.jit(lambda g: opt.update(g, opt.init(g), g)[0])(g)
+    assert_close_tree(got, want)
 
 
 def test_explicit_with_momentum_and_decay_matches_plain():

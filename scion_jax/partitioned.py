@@ -26,6 +26,8 @@ above follows it exactly. Under Auto axes the sharding is unknown while tracing;
 the stack is then laid out matrix-split over all devices and GSPMD does the moving
 (a local slice for replicated gradients, an all-to-all for sharded ones); give
 the jitted step `out_shardings` to fix the updates' layout, as usual under Auto.
+(On 2-D meshes GSPMD may then gather a stack whole before splitting it, warning
+"Involuntary full rematerialization": Explicit axes route with the least traffic.)
 
 On CPU with many (fake) devices, run with
 ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``: XLA:CPU may

@@ -9,22 +9,26 @@ try:
 except ImportError:  # an analysis-only environment
     __all__: list[str] = []
 else:
-    from scion_jax import norms
+    from scion_jax import norms, partitioned
     from scion_jax.init import init_params
     from scion_jax.newton_schulz import newton_schulz, polar_svd
     from scion_jax.norms import layer_norms, operator_norm
     from scion_jax.optimizer import ScionState, scale_by_scion, scion
+    from scion_jax.partitioned import axis_orthogonalizer, mesh_orthogonalizer
     from scion_jax.rules import NORMS, Role
 
     __all__ = [
         "NORMS",
         "Role",
         "ScionState",
+        "axis_orthogonalizer",
         "init_params",
         "layer_norms",
+        "mesh_orthogonalizer",
         "newton_schulz",
         "norms",
         "operator_norm",
+        "partitioned",
         "polar_svd",
         "scale_by_scion",
         "scion",

@@ -172,7 +172,8 @@ def scion(
         (e.g. `scion_jax.partitioned` ones); the ns_* arguments are then unused.
       mesh: partition Newton–Schulz over this mesh (jit code whose params carry
         NamedShardings on it): each device orthogonalizes the whole matrices it
-        owns (`scion_jax.partitioned.mesh_orthogonalizer`).
+        owns (`scion_jax.partitioned.mesh_orthogonalizer`). A Mesh is callable, so
+        under `optax.inject_hyperparams` pass ``static_args=("mesh",)``.
       axis_name: inside a data-parallel `jax.pmap` / `jax.shard_map` step over this
         axis (gradients already averaged): each device orthogonalizes its share and
         one all_gather completes the update (`partitioned.axis_orthogonalizer`).

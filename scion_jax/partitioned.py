@@ -1,8 +1,9 @@
 """Partitioned Newton–Schulz: each device orthogonalizes the whole matrices it owns.
 
 Disco's scheme (PAPER.md §7) in JAX. The "rms_to_rms" matrices are grouped into
-stacks of equal shape (and equal sharding); inside one `jax.shard_map` per stack
-every device
+stacks of equal shape (a tall matrix joins the stack of its transpose; members
+sharded unlike the stack are resharded to it); inside one `jax.shard_map` per
+stack, largest matrices first, every device
 
   1. pads its local part of the stack to a multiple of the devices that share it,
   2. sends whole-matrix slices to their owners: one `all_to_all` over the mesh axes
@@ -25,6 +26,13 @@ above follows it exactly. Under Auto axes the sharding is unknown while tracing;
 the stack is then laid out matrix-split over all devices and GSPMD does the moving
 (a local slice for replicated gradients, an all-to-all for sharded ones); give
 the jitted step `out_shardings` to fix the updates' layout, as usual under Auto.
+(On 2-D meshes GSPMD may then gather a stack whole before splitting it, warning
+"Involuntary full rematerialization": Explicit axes route with the least traffic.)
+
+On CPU with many (fake) devices, run with
+``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``: XLA:CPU may
+otherwise run independent collectives concurrently and deadlock (stacks are also
+chained one after another there).
 
 `axis_orthogonalizer` is the data-parallel path, for use inside a `jax.pmap` or
 `jax.shard_map` step whose gradients are already averaged: each device
@@ -70,6 +78,14 @@ def spec_of(x: jax.Array) -> PartitionSpec | None:
     return PartitionSpec(*spec, *([None] * (x.ndim - len(spec))))
 
 
+def _gather(x: jax.Array, axes: tuple[str, ...], invariant: bool) -> jax.Array:
+    """Tiled all-gather along axis 0 over `axes`; `invariant`: typed invariant over
+    them (what a caller's vma-checked `shard_map` expects of a replicated update)."""
+    if invariant:
+        return jax.lax.all_gather(x, axes, axis=0, tiled=True, to="invarying")
+    return jax.lax.all_gather(x, axes, axis=0, tiled=True)
+
+
 def _all_to_all(x: jax.Array, axes: tuple[str, ...], split: int, concat: int) -> jax.Array:
     if not axes:
         return x
@@ -85,6 +101,7 @@ def route_and_apply(
     free_axes: tuple[str, ...] = (),
     group: int,
     reduce_out: bool = False,
+    invariant: bool = False,
 ) -> jax.Array:
     """Inside a shard_map/pmap: apply `fn` to whole matrices on their owners.
 
@@ -96,6 +113,8 @@ def route_and_apply(
       group: the number of devices sharing the stack (product of the three sizes).
       reduce_out: `fn` returns per-matrix values ``[k, m]``; they are gathered to
         every device of the group as ``[c, m]`` rather than sent back as shards.
+      invariant: the gathered result is typed invariant over the gathered axes (for
+        a caller's `shard_map` with ``check_vma=True``).
 
     Returns:
       ``fn`` of every matrix, laid out as `x` (or ``[c, m]`` with `reduce_out`).
@@ -109,11 +128,11 @@ def route_and_apply(
         x = jax.lax.dynamic_slice_in_dim(x, jax.lax.axis_index(free_axes) * k, k, 0)
     y = fn(x)
     if free_axes:
-        y = jax.lax.all_gather(y, free_axes, axis=0, tiled=True, to="invarying")
+        y = _gather(y, free_axes, invariant)
     if reduce_out:
         for axes in (col_axes, row_axes):
             if axes:
-                y = jax.lax.all_gather(y, axes, axis=0, tiled=True, to="invarying")
+                y = _gather(y, axes, invariant)
     else:
         y = _all_to_all(y, col_axes, 2, 0)
         y = _all_to_all(y, row_axes, 1, 0)
@@ -146,15 +165,31 @@ def _explicit_apply(
         return y.reshape(*lead, *y.shape[1:])
 
     stack = jax.sharding.reshard(stack, NamedSharding(mesh, spec))
-    return jax.shard_map(body, mesh=mesh, in_specs=spec, out_specs=out_spec)(stack)
+    smap = jax.shard_map(body, mesh=mesh, in_specs=spec, out_specs=out_spec, check_vma=False)
+    return smap(stack)
 
 
-def _auto_apply(stack: jax.Array, mesh: Mesh, fn: StackFn) -> jax.Array:
-    """`fn` on every matrix of ``stack [c, d_in, d_out]``, matrix-split over all devices."""
+def _auto_apply(stack: jax.Array, mesh: Mesh, fn: StackFn, reduce_out: bool) -> jax.Array:
+    """`fn` on every matrix of ``stack [c, d_in, d_out]``, matrix-split over all devices.
+
+    Per-matrix values (`reduce_out`) are all-gathered inside (a few bytes): slicing
+    them out of a device-split array makes GSPMD emit one-to-one collective-permutes,
+    which can deadlock XLA:CPU's concurrently executed collectives.
+    """
     count, n = stack.shape[0], mesh.size
     k = -(-count // n)
     stack = jnp.pad(stack, ((0, k * n - count), (0, 0), (0, 0)))
     spec = PartitionSpec(mesh.axis_names)
+    if reduce_out:
+
+        def gathered(x):
+            return _gather(fn(x), mesh.axis_names, invariant=False)
+
+        smap = jax.shard_map(
+            gathered, mesh=mesh, in_specs=spec, out_specs=PartitionSpec(), check_vma=False
+        )
+        out = smap(stack)
+        return out[:count]
     out = jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec)(stack)
     # Back to a row- (or column-) split layout before unstacking: from there each
     # matrix reaches any parameter layout with at most one collective of its size.
@@ -188,32 +223,53 @@ def _apply_grouped(
     # Largest matrices first (only the dispatch order: each stack is balanced alone).
     order = sorted(groups, key=lambda key: -math.prod(mats[groups[key][0]].shape[-2:]))
     out: list[jax.Array] = list(mats)
+    # On CPU, stacks run one after another: XLA:CPU runs independent collectives
+    # concurrently on its thread pool, and enough of them at once deadlock (seen with 8
+    # fake devices). GPU/TPU order collectives on their streams: no chaining there.
+    serial = mesh.devices.flat[0].platform == "cpu"
+    prev = None  # the previous stack's result
     for key in order:
         idx = groups[key]
+        if serial and prev is not None:  # this stack's inputs wait for it
+            tied, _ = jax.lax.optimization_barrier(([mats[i] for i in idx], prev))
+            for i, m in zip(idx, tied, strict=True):
+                mats[i] = m
         if key[0] == "auto":
             flat = [mats[i].reshape(-1, *mats[i].shape[-2:]) for i in idx]
-            res = _auto_apply(jnp.concatenate(flat, axis=0), mesh, fn)
+            res = prev = _auto_apply(jnp.concatenate(flat, axis=0), mesh, fn, reduce_out)
             start = 0
             for i, f in zip(idx, flat, strict=True):
                 piece = res[start : start + f.shape[0]]
                 out[i] = piece.reshape(*mats[i].shape[:-2], *piece.shape[1:])
                 start += f.shape[0]
             continue
-        member_specs = [tuple(specs[i]) for i in idx]
-        common = PartitionSpec(*max(member_specs, key=member_specs.count))
-        for s in {PartitionSpec(*s) for s in member_specs}:
-            _check_axes(s, mesh)
-        stack = jnp.stack([_reshard(mats[i], specs[i], common, mesh) for i in idx])
-        res = _explicit_apply(stack, PartitionSpec(None, *common), mesh, fn, reduce_out)
-        for j, i in enumerate(idx):
-            out[i] = res[j] if reduce_out else _reshard(res[j], common, specs[i], mesh)
+        # Sub-stacks of equal sharding, each resharded (if needed) to the common one.
+        by_spec: dict[tuple, list[int]] = {}
+        for i in idx:
+            by_spec.setdefault(tuple(specs[i]), []).append(i)
+        common = max(by_spec, key=lambda sp: len(by_spec[sp]))
+        parts = []
+        for sp, sub in by_spec.items():
+            _check_axes(PartitionSpec(*sp), mesh)
+            part = jnp.stack([mats[i] for i in sub])
+            parts.append(_reshard(part, (None, *sp), (None, *common), mesh))
+        spec = PartitionSpec(None, *common)
+        res = prev = _explicit_apply(jnp.concatenate(parts), spec, mesh, fn, reduce_out)
+        start = 0
+        for sp, sub in by_spec.items():
+            part = res[start : start + len(sub)]
+            if not reduce_out:
+                part = _reshard(part, (None, *common), (None, *sp), mesh)
+            for j, i in enumerate(sub):
+                out[i] = part[j]
+            start += len(sub)
     return [jnp.swapaxes(o, -1, -2) if f else o for o, f in zip(out, flip, strict=True)]
 
 
-def _reshard(x: jax.Array, have: PartitionSpec, want: PartitionSpec, mesh: Mesh) -> jax.Array:
+def _reshard(x: jax.Array, have: tuple, want: tuple, mesh: Mesh) -> jax.Array:
     if tuple(have) == tuple(want):
         return x
-    return jax.sharding.reshard(x, NamedSharding(mesh, want))
+    return jax.sharding.reshard(x, NamedSharding(mesh, PartitionSpec(*want)))
 
 
 def _check_axes(spec: PartitionSpec, mesh: Mesh) -> None:
@@ -302,6 +358,15 @@ def owner_apply(
     return _apply_grouped(list(mats), mesh, fn, reduce_out)
 
 
+def _invariant(x: jax.Array, axes: tuple[str, ...]) -> bool:
+    """Whether `x` is typed invariant over `axes` (averaged gradients in a vma-checked
+    shard_map; always so under pmap): its update must then be invariant too."""
+    mat = getattr(jax.typeof(x), "mat", None)
+    if mat is None or getattr(mat, "varying", None) is None:
+        return False
+    return not set(axes) & set(mat.varying)
+
+
 def _axis_size(axis_name: AxisName) -> int:
     try:
         return jax.lax.axis_size(axis_name)
@@ -343,7 +408,10 @@ def axis_orthogonalizer(
         out: list[jax.Array | None] = [None] * len(mats)
         for idx in groups.values():
             flat = [mats[i].reshape(-1, *mats[i].shape[-2:]) for i in idx]
-            res = route_and_apply(jnp.concatenate(flat, axis=0), ns, free_axes=axes, group=size)
+            stack = jnp.concatenate(flat, axis=0)
+            res = route_and_apply(
+                stack, ns, free_axes=axes, group=size, invariant=_invariant(stack, axes)
+            )
             start = 0
             for i, f in zip(idx, flat, strict=True):
                 piece = res[start : start + f.shape[0]].astype(jnp.float32)

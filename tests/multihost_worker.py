@@ -19,8 +19,8 @@ import numpy as np
 
 DEVICES_PER_PROCESS = 4
 RULES = [
+    ("unembed", "rms_to_inf"),  # before "embed", which it contains
     ("embed", "l1_to_rms"),
-    ("unembed", "rms_to_inf"),
     ("bias", "bias_rms"),
     (".*", "rms_to_rms"),
 ]
@@ -70,7 +70,10 @@ TASKS = {"scion_step": scion_step}
 def main(argv: list[str]) -> None:
     process_id, num_processes, port, out_path = int(argv[1]), int(argv[2]), argv[3], argv[4]
     task = argv[5] if len(argv) > 5 else "scion_step"
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}"
+    os.environ["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}"
+        " --xla_cpu_enable_concurrency_optimized_scheduler=false"  # see conftest.py
+    )
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax
 

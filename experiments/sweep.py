@@ -27,6 +27,9 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
+from scion_jax.analysis.collect import atomic_write_text
+from scion_jax.train.metrics import read_rows
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.")
 flags.DEFINE_string("sweep_dir", None, "Output directory of the sweep.", required=True)
 flags.DEFINE_integer("workers", 2, "Runs in parallel (local mode).")
@@ -74,28 +77,10 @@ def points(sweep) -> list[tuple[str, dict]]:
     return out
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def is_finished(run_dir: str, steps: int) -> bool:
     """A run is finished when its metrics' last complete row is its final step."""
-    path = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return False
-    last = None
-    with open(path) as f:
-        for line in f:
-            try:
-                last = json.loads(line)
-            except json.JSONDecodeError:
-                break
-    return last is not None and last.get("step") == steps and not last.get("preempted")
+    rows = read_rows(os.path.join(run_dir, "metrics.jsonl"))
+    return bool(rows) and rows[-1].get("step") == steps and not rows[-1].get("preempted")
 
 
 def command(run_dir: str) -> list[str]:
@@ -113,7 +98,7 @@ def _run_local(run_dir: str) -> int:
 
 def _write_batch_files(sweep_dir: str, run_dirs: list[str]) -> None:
     lines = [" ".join(command(d)) for d in run_dirs]
-    _write_atomic(os.path.join(sweep_dir, "commands.txt"), "\n".join(lines) + "\n")
+    atomic_write_text(os.path.join(sweep_dir, "commands.txt"), "\n".join(lines) + "\n")
     script = "\n".join([
         "#!/bin/bash",
         f"#SBATCH --array=0-{len(run_dirs) - 1}",
@@ -124,7 +109,7 @@ def _write_batch_files(sweep_dir: str, run_dirs: list[str]) -> None:
         "exec $CMD --distributed",
         "",
     ])
-    _write_atomic(os.path.join(sweep_dir, "slurm.sh"), script)
+    atomic_write_text(os.path.join(sweep_dir, "slurm.sh"), script)
 
 
 def main(_):
@@ -136,12 +121,12 @@ def main(_):
         os.makedirs(run_dir, exist_ok=True)
         config_path = os.path.join(run_dir, "config.json")
         if not os.path.exists(config_path):
-            _write_atomic(config_path, json.dumps(config, indent=2))
+            atomic_write_text(config_path, json.dumps(config, indent=2))
         finished = is_finished(run_dir, config["steps"])
         index[name] = {"steps": config["steps"], "status": "done" if finished else "todo"}
         if not finished:
             todo.append(run_dir)
-    save_index = lambda: _write_atomic(os.path.join(sweep_dir, "index.json"),
+    save_index = lambda: atomic_write_text(os.path.join(sweep_dir, "index.json"),
                                        json.dumps(index, indent=1))
     save_index()
     print(f"{len(index)} points, {len(index) - len(todo)} finished, {len(todo)} to run.")

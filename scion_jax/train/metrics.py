@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from tensorboardX import SummaryWriter  # noqa: E402
 
+from scion_jax.analysis.collect import atomic_write_text  # noqa: E402
+
 
 def read_rows(path: str) -> list[dict[str, Any]]:
     """The rows of a metrics file; a torn last line (a kill mid-write) is ignored."""
@@ -33,15 +35,6 @@ def read_rows(path: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class MetricsWriter:
     """Appends rows to `<workdir>/metrics.jsonl` and scalars to TensorBoard."""
 
@@ -53,7 +46,7 @@ class MetricsWriter:
         kept = [
             r for r in read_rows(self.path) if resume_step is not None and r["step"] <= resume_step
         ]
-        _write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.file = open(self.path, "a")  # noqa: SIM115 - held open for the run
         purge = None if resume_step is None else resume_step + 1
         self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)

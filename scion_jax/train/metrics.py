@@ -12,13 +12,10 @@ import math
 import os
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
+from tensorboardX import SummaryWriter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from tensorboardX import SummaryWriter  # noqa: E402
-
-from scion_jax.analysis.collect import atomic_write_text  # noqa: E402
+from scion_jax.analysis.collect import atomic_write_text
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
@@ -69,7 +66,8 @@ class MetricsWriter:
 def plot_summary(metrics_path: str, png_path: str) -> None:
     """Loss (train, eval) and the output norm ‖W_out‖_{RMS→∞} against tokens."""
     rows = read_rows(metrics_path)
-    fig, (ax_loss, ax_norm) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_norm = fig.subplots(1, 2)
     for key, label in (("loss", "train"), ("eval_loss", "held-out")):
         pts = [(r["tokens"], r[key]) for r in rows if key in r]
         if pts:
@@ -84,4 +82,3 @@ def plot_summary(metrics_path: str, png_path: str) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
-    plt.close(fig)

@@ -33,6 +33,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from bench_optimizer import llama_shapes  # noqa: E402  (same directory)
 from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
@@ -53,27 +54,15 @@ def swiglu_hidden(d: int) -> int:
     return 64 * math.ceil(8 * d / 3 / 64)
 
 
-def llama_shapes(d: int, layers: int, hidden: int) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes (flax layout [d_in, d_out]); RMSNorms are parameter-free."""
-    shapes: dict[str, tuple[int, ...]] = {"embed": (VOCAB, d), "unembed": (d, VOCAB)}
-    for i in range(layers):
-        for name in ("q", "k", "v", "o"):
-            shapes[f"layers/{i}/attn/{name}"] = (d, d)
-        shapes[f"layers/{i}/mlp/w1"] = (d, hidden)
-        shapes[f"layers/{i}/mlp/w3"] = (d, hidden)
-        shapes[f"layers/{i}/mlp/w2"] = (hidden, d)
-    return shapes
-
-
 def layers_for_total(d: int, hidden: int, total: float) -> int:
     per_layer = 4 * d * d + 3 * d * hidden
     return max(1, round((total - 2 * VOCAB * d) / per_layer))
 
 
 def model_configs() -> dict[str, dict[str, tuple[int, ...]]]:
-    proxy = llama_shapes(256, 4, 704)
+    proxy = llama_shapes(256, 4, 704, VOCAB)
     h = swiglu_hidden(3072)
-    big = llama_shapes(3072, layers_for_total(3072, h, 1.3e9), h)
+    big = llama_shapes(3072, layers_for_total(3072, h, 1.3e9), h, VOCAB)
     return {"proxy-69M": proxy, "1.3B": big}
 
 

@@ -5,7 +5,8 @@
 
 A sweep config's ``get_config()`` returns a ConfigDict with
   base:       a run config (see scion_jax.train.config.base_config),
-  grid:       (("dotted.key", (values, ...)), ...): the product is the set of points,
+  grid:       (("dotted.key", (values, ...)), ...): the product is the set of points
+              (a tuple of keys takes tuples of values, set together),
   max_tokens: each run trains for max_tokens / (batch_size · seq_len) steps (the longest
               horizon; shorter horizons D = 2^k are read off the same constant-LR run,
               PAPER.md §5).
@@ -34,18 +35,32 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.")
 flags.DEFINE_string("sweep_dir", None, "Output directory of the sweep.", required=True)
 flags.DEFINE_integer("workers", 2, "Runs in parallel (local mode).")
 flags.DEFINE_integer("devices_per_run", 1, "Fake CPU devices per local run.")
-flags.DEFINE_enum("mode", "local", ["local", "slurm", "commands"],
-                  "local: run here; slurm: write a job-array script; commands: write one "
-                  "command per point (e.g. for TPU pod hosts).")
+flags.DEFINE_enum(
+    "mode",
+    "local",
+    ["local", "slurm", "commands"],
+    "local: run here; slurm: write a job-array script; commands: write one "
+    "command per point (e.g. for TPU pod hosts).",
+)
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "experiments", "run.py")
 FROM_JSON = os.path.join(ROOT, "experiments", "configs", "from_json.py")
-SHORT = {"optimizer.learning_rate": "lr", "batch_size": "bs", "model.d_model": "d",
-         "model.n_layers": "L", "optimizer.name": "opt", "optimizer.momentum": "mom",
-         "optimizer.weight_decay": "wd", "schedule.name": "sched", "seed": "seed",
-         "optimizer.lr_scales.hidden": "hid", "optimizer.lr_scales.input": "in",
-         "optimizer.lr_scales.output": "out"}
+SHORT = {
+    "optimizer.learning_rate": "lr",
+    "batch_size": "bs",
+    "model.d_model": "d",
+    "model.n_layers": "L",
+    "model.n_heads": "heads",
+    "optimizer.name": "opt",
+    "optimizer.momentum": "mom",
+    "optimizer.weight_decay": "wd",
+    "schedule.name": "sched",
+    "seed": "seed",
+    "optimizer.lr_scales.hidden": "hid",
+    "optimizer.lr_scales.input": "in",
+    "optimizer.lr_scales.output": "out",
+}
 
 
 def _set(config, dotted: str, value) -> None:
@@ -63,17 +78,23 @@ def _fmt(value) -> str:
 
 
 def points(sweep) -> list[tuple[str, dict]]:
-    """(run name, run config dict) for every grid point, in a stable order."""
-    keys = [k for k, _ in sweep.grid]
+    """(run name, run config dict) for every grid point, in a stable order.
+
+    A grid entry's key may be a tuple of keys set together, with tuples of values, e.g.
+    ``(("model.d_model", "model.n_heads"), ((128, 2), (256, 4)))`` keeps head_dim fixed.
+    """
+    keys = [(k,) if isinstance(k, str) else tuple(k) for k, _ in sweep.grid]
     out = []
     for values in itertools.product(*(tuple(v) for _, v in sweep.grid)):
         config = sweep.base.copy_and_resolve_references()
+        parts = []
         for key, value in zip(keys, values, strict=True):
-            _set(config, key, value)
+            value = (value,) if len(key) == 1 else tuple(value)
+            for k, v in zip(key, value, strict=True):
+                _set(config, k, v)
+                parts.append(f"{SHORT.get(k, k.split('.')[-1])}={_fmt(v)}")
         config.steps = max(1, int(sweep.max_tokens) // (config.batch_size * config.seq_len))
-        name = "_".join(f"{SHORT.get(k, k.split('.')[-1])}={_fmt(v)}"
-                        for k, v in zip(keys, values, strict=True))
-        out.append((name, json.loads(config.to_json())))
+        out.append(("_".join(parts), json.loads(config.to_json())))
     return out
 
 
@@ -84,31 +105,40 @@ def is_finished(run_dir: str, steps: int) -> bool:
 
 
 def command(run_dir: str) -> list[str]:
-    return [sys.executable, RUN, f"--config={FROM_JSON}:{os.path.join(run_dir, 'config.json')}",
-            f"--workdir={run_dir}"]
+    return [
+        sys.executable,
+        RUN,
+        f"--config={FROM_JSON}:{os.path.join(run_dir, 'config.json')}",
+        f"--workdir={run_dir}",
+    ]
 
 
 def _run_local(run_dir: str) -> int:
-    env = {**os.environ,
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={FLAGS.devices_per_run}"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={FLAGS.devices_per_run}",
+    }
     with open(os.path.join(run_dir, "log.txt"), "a") as log:
-        return subprocess.run(command(run_dir), env=env, stdout=log, stderr=subprocess.STDOUT,
-                              check=False).returncode
+        return subprocess.run(
+            command(run_dir), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        ).returncode
 
 
 def _write_batch_files(sweep_dir: str, run_dirs: list[str]) -> None:
     lines = [" ".join(command(d)) for d in run_dirs]
     atomic_write_text(os.path.join(sweep_dir, "commands.txt"), "\n".join(lines) + "\n")
-    script = "\n".join([
-        "#!/bin/bash",
-        f"#SBATCH --array=0-{len(run_dirs) - 1}",
-        "#SBATCH --job-name=scion-sweep",
-        f"#SBATCH --output={sweep_dir}/slurm-%A_%a.out",
-        "# One run per array task; rerun the array to resume unfinished runs.",
-        f'CMD=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {sweep_dir}/commands.txt)',
-        "exec $CMD --distributed",
-        "",
-    ])
+    script = "\n".join(
+        [
+            "#!/bin/bash",
+            f"#SBATCH --array=0-{len(run_dirs) - 1}",
+            "#SBATCH --job-name=scion-sweep",
+            f"#SBATCH --output={sweep_dir}/slurm-%A_%a.out",
+            "# One run per array task; rerun the array to resume unfinished runs.",
+            f'CMD=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {sweep_dir}/commands.txt)',
+            "exec $CMD --distributed",
+            "",
+        ]
+    )
     atomic_write_text(os.path.join(sweep_dir, "slurm.sh"), script)
 
 
@@ -126,8 +156,9 @@ def main(_):
         index[name] = {"steps": config["steps"], "status": "done" if finished else "todo"}
         if not finished:
             todo.append(run_dir)
-    save_index = lambda: atomic_write_text(os.path.join(sweep_dir, "index.json"),
-                                       json.dumps(index, indent=1))
+    save_index = lambda: atomic_write_text(
+        os.path.join(sweep_dir, "index.json"), json.dumps(index, indent=1)
+    )
     save_index()
     print(f"{len(index)} points, {len(index) - len(todo)} finished, {len(todo)} to run.")
     if FLAGS.mode != "local":
@@ -135,8 +166,10 @@ def main(_):
         print(f"wrote {sweep_dir}/commands.txt and {sweep_dir}/slurm.sh")
         return
     failed = []
-    with concurrent.futures.ThreadPoolExecutor(FLAGS.workers) as pool, \
-            tqdm(total=len(todo), unit="run", desc="sweep") as bar:
+    with (
+        concurrent.futures.ThreadPoolExecutor(FLAGS.workers) as pool,
+        tqdm(total=len(todo), unit="run", desc="sweep") as bar,
+    ):
         futures = {pool.submit(_run_local, d): d for d in todo}
         for future in concurrent.futures.as_completed(futures):
             run_dir = futures[future]

@@ -397,3 +397,20 @@ def test_plot_py_end_to_end(small_sweep, tmp_path):
     assert "fig2b_optima_by_width.png" in pngs and all(_is_png(os.path.join(out, p))
                                                        for p in pngs)
     assert not [f for f in os.listdir(out) if f.startswith(".")]  # no temp files left
+
+
+def test_iso_norm_prediction_recovers_known_eta_star(table, optima):
+    """predict_lr's method on a sweep with known laws: η* at an unseen (B, D) and
+    leave-one-out errors well under one grid step (2^0.25)."""
+    from scion_jax.analysis.predict import leave_one_out, norm_laws, predict_log2_eta
+
+    x_fit, n_fit = norm_laws(table, optima)
+    assert n_fit["u"] == pytest.approx(1.0, abs=0.05)  # log2 N = log2 η + v·log2 B + w·log2 D
+    assert n_fit["v"] == pytest.approx(TRUTH.v, abs=0.05)
+    log2_b, log2_d = 11.0, 30.0  # B = 2048: outside the swept batch sizes
+    truth = TRUTH.alpha * log2_b + TRUTH.beta * log2_d + TRUTH.gamma
+    assert predict_log2_eta(x_fit, n_fit, log2_b, log2_d) == pytest.approx(truth, abs=0.2)
+    rows = leave_one_out(table, optima)
+    assert len(rows) == sum(o.ok for o in optima)
+    err = np.array([r["log2_eta_iso_norm"] - r["log2_eta_measured"] for r in rows])
+    assert np.sqrt(np.mean(err**2)) < 0.15

@@ -1,0 +1,68 @@
+"""Predict η* for a new (B, D) from a finished sweep (iso-norm relation), and check it.
+
+    python experiments/predict_lr.py --sweep_dir=workdirs/sweeps/cpu_lr_batch \
+        --batch_size=64 --log2_tokens=20            # a prediction
+    python experiments/predict_lr.py --sweep_dir=workdirs/sweeps/cpu_lr_batch \
+        --leave_one_out --out=experiments/results/cpu_lr_batch/predict_lr.json
+
+See `scion_jax.analysis.predict` for the method. Leave-one-out holds out each (B, D) optimum
+in turn and predicts its η* from the rest, beside the global power law fitted on the same rest.
+"""
+
+import json
+import warnings
+
+import numpy as np
+from absl import app, flags
+
+from scion_jax.analysis import SweepWarning, collect, fit_optima
+from scion_jax.analysis.collect import atomic_write_text
+from scion_jax.analysis.predict import leave_one_out, norm_laws, predict_log2_eta
+
+flags.DEFINE_string("sweep_dir", None, "A finished sweep (one setup).", required=True)
+flags.DEFINE_integer("batch_size", None, "B (sequences) to predict η* for.")
+flags.DEFINE_float("log2_tokens", None, "log2 of the horizon D (tokens) to predict η* for.")
+flags.DEFINE_bool("leave_one_out", False, "Check the method on the sweep's own optima.")
+flags.DEFINE_string("out", None, "Write the leave-one-out table as JSON here.")
+flags.DEFINE_integer("vocab_size", None, "V for c = ln V (default: the runs' config).")
+FLAGS = flags.FLAGS
+
+
+def main(_):
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always", SweepWarning)
+        table = collect(FLAGS.sweep_dir)
+    if skipped:
+        print(f"skipped {len(skipped)} unfinished or unreadable runs")
+    optima = fit_optima(table, vocab_size=FLAGS.vocab_size)
+    if FLAGS.batch_size and FLAGS.log2_tokens is not None:
+        x_fit, n_fit = norm_laws(table, optima)
+        log2_eta = predict_log2_eta(x_fit, n_fit, np.log2(FLAGS.batch_size), FLAGS.log2_tokens)
+        print(f"optimal norm law: {x_fit.describe()}")
+        print(f"reached norm law: {n_fit.describe()}")
+        print(
+            f"B = {FLAGS.batch_size}, D = 2^{FLAGS.log2_tokens:g}: "
+            f"η* ≈ 2^{log2_eta:.2f} = {2**log2_eta:.4g}"
+        )
+    if FLAGS.leave_one_out:
+        rows = leave_one_out(table, optima)
+        err = lambda k: np.array([r[k] - r["log2_eta_measured"] for r in rows])
+        print(f"{'log2 B':>6s} {'log2 D':>6s} {'measured':>9s} {'iso-norm':>9s} {'power law':>10s}")
+        for r in rows:
+            print(
+                f"{r['log2_B']:6.1f} {r['log2_D']:6.1f} {r['log2_eta_measured']:9.2f} "
+                f"{r['log2_eta_iso_norm']:9.2f} {r['log2_eta_power_law']:10.2f}"
+            )
+        summary = {
+            k: float(np.sqrt(np.mean(err(k) ** 2)))
+            for k in ("log2_eta_iso_norm", "log2_eta_power_law")
+        }
+        print("RMS error in log2 η*: " + ", ".join(f"{k[9:]} {v:.3f}" for k, v in summary.items()))
+        if FLAGS.out:
+            atomic_write_text(
+                FLAGS.out, json.dumps({"rms_log2_error": summary, "rows": rows}, indent=1)
+            )
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -103,8 +103,9 @@ def _flatten(tree, prefix=""):
     return {prefix: np.asarray(tree)}
 
 
-def test_tiny_run_learns(corpus, tmp_path):
-    row = train(tiny_config(corpus), str(tmp_path))
+def test_tiny_run_learns(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)
+    row = train(tiny_config(corpus), tmp_path.name)  # a relative workdir, as `make run` uses
     rows = read_rows(os.path.join(tmp_path, "metrics.jsonl"))
     assert rows[0]["step"] == 0 and rows[0]["output_norm"] == pytest.approx(1.0, rel=1e-4)
     assert rows[0]["eval_loss"] == pytest.approx(math.log(256), abs=0.1)

@@ -107,6 +107,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     tx = make_optimizer(config, model_cfg, mesh)
     schedule = make_schedule(config)
     is_main = jax.process_index() == 0
+    workdir = os.path.abspath(workdir)  # orbax needs absolute paths
     os.makedirs(workdir, exist_ok=True)
 
     # --- state, created directly in its sharding ---

@@ -29,7 +29,7 @@ def main(argv):
     del argv
     import jax
 
-    if FLAGS["verbosity"].using_default_value:
+    if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO; -v 0 shows it
 
     if FLAGS.coordinator_address or FLAGS.distributed:
@@ -46,7 +46,7 @@ def main(argv):
     name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
     workdir = FLAGS.workdir or os.path.join("workdirs", name)
     if jax.process_index() == 0:
-        print(f"Training {name} into {workdir} on {jax.device_count()} devices.")
+        print(f"Training {name} into {workdir} on {jax.device_count()} device(s).")
     row = train(_CONFIG.value, workdir)
     if jax.process_index() == 0:
         print(

@@ -28,7 +28,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from scion_jax.analysis.collect import atomic_write_text
+from scion_jax.analysis.collect import atomic_write_text, flatten
 from scion_jax.train.metrics import read_rows
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.")
@@ -98,6 +98,21 @@ def points(sweep) -> list[tuple[str, dict]]:
     return out
 
 
+def check_same_config(run_dir: str, config: dict) -> None:
+    """A run directory made by an earlier version of the sweep (different defaults or
+    grid) must not be mixed into this one: every key both configs have must agree."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        stored = flatten(json.load(f))
+    wanted = flatten(config)
+    differ = sorted(k for k in stored.keys() & wanted.keys() if stored[k] != wanted[k])
+    if differ:
+        shown = ", ".join(f"{k}: {stored[k]!r} there, {wanted[k]!r} here" for k in differ[:4])
+        raise ValueError(
+            f"{run_dir} was made with a different config ({shown}); move it out of the "
+            "sweep directory to rerun the point, or restore the sweep config it came from."
+        )
+
+
 def is_finished(run_dir: str, steps: int) -> bool:
     """A run is finished when its metrics' last complete row is its final step."""
     rows = read_rows(os.path.join(run_dir, "metrics.jsonl"))
@@ -150,7 +165,9 @@ def main(_):
         run_dir = os.path.join(sweep_dir, "runs", name)
         os.makedirs(run_dir, exist_ok=True)
         config_path = os.path.join(run_dir, "config.json")
-        if not os.path.exists(config_path):
+        if os.path.exists(config_path):
+            check_same_config(run_dir, config)
+        else:
             atomic_write_text(config_path, json.dumps(config, indent=2))
         finished = is_finished(run_dir, config["steps"])
         index[name] = {"steps": config["steps"], "status": "done" if finished else "todo"}

@@ -1,9 +1,14 @@
 """experiments/sweep.py: one run per point, failures recorded, finished runs skipped."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+
+import ml_collections
+
+from scion_jax.train.config import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_CONFIG = """
@@ -68,3 +73,33 @@ def test_sweep_runs_records_failures_and_resumes(tmp_path):
     commands = (sweep_dir / "commands.txt").read_text().splitlines()
     assert len(commands) == 4 and all("from_json.py:" in c for c in commands)
     assert "#SBATCH --array=0-3" in (sweep_dir / "slurm.sh").read_text()
+
+    changed = tmp_path / "changed_config.py"
+    changed.write_text(SWEEP_CONFIG.format(corpus=str(corpus / "*.txt")).replace(
+        "base.seq_len, base.eval_batches = 32, 1", "base.seq_len, base.eval_batches = 32, 2"))
+    third = _sweep(changed, sweep_dir, "--mode=commands")
+    assert third.returncode != 0
+    assert "was made with a different config (eval_batches: 1 there, 2 here)" in third.stderr
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_sweep_configs_give_valid_runs():
+    """Every grid point of every sweep in experiments/configs/sweeps is a valid run config."""
+    sweep = _load("sweep_under_test", os.path.join(ROOT, "experiments", "sweep.py"))
+    directory = os.path.join(ROOT, "experiments", "configs", "sweeps")
+    names = sorted(f for f in os.listdir(directory) if f.endswith(".py"))
+    assert "cpu_lr_batch.py" in names and "cpu_depth.py" in names
+    for name in names:
+        points = sweep.points(_load(name[:-3], os.path.join(directory, name)).get_config())
+        assert len({n for n, _ in points}) == len(points) > 1, name
+        for _, config in points:
+            run = ml_collections.ConfigDict(config)
+            mesh = {"data": 1, "fsdp": 1, "tensor": 1}
+            run.mesh.update(mesh)
+            assert validate(run, n_devices=1) == mesh

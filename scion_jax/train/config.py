@@ -87,6 +87,19 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def cpu_study_config() -> ml_collections.ConfigDict:
+    """The run of the CPU norm-transfer studies (`experiments/configs/sweeps/cpu_*.py`):
+    byte-level Shakespeare, context 128, d 64 (one head of 64), 4 layers, Scion at the
+    paper's group ratio 1 : 1/8 : 1, no momentum, constant LR; logs every 8 steps."""
+    c = base_config()
+    c.seq_len = 128
+    c.model.update(d_model=64, n_layers=4, n_heads=1, vocab_size=256)
+    c.optimizer.lr_scales.hidden = 1 / 8
+    c.log_every, c.norm_every, c.eval_every, c.checkpoint_every = 8, 8, 64, 256
+    c.eval_batches = 4
+    return c
+
+
 def _choice(key: str, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"config.{key}={value!r} is invalid; valid choices: {', '.join(valid)}.")

@@ -9,10 +9,16 @@ A sweep config's ``get_config()`` returns a ConfigDict with
               (a tuple of keys takes tuples of values, set together),
   max_tokens: each run trains for max_tokens / (batch_size · seq_len) steps (the longest
               horizon; shorter horizons D = 2^k are read off the same constant-LR run,
-              PAPER.md §5).
+              PAPER.md §5),
+  decay_horizons (optional): log2 D values; for each, every point also gets the decayed
+              variant: a run branched off the constant-LR run at 75% of D (it keeps that
+              checkpoint) that decays η linearly to 0 over the last 25% (`schedule`
+              `linear_decay`), named `<point>_decay_D=2^k`.
 Each point is one run directory under `<sweep_dir>/runs/`. Rerunning the command skips
 finished runs and resumes partial ones from their checkpoints; `index.json` (rewritten
-atomically by this process only) records every point and its status.
+atomically by this process only) records every point and its status. Locally a branch
+starts as soon as its constant-LR run finishes; in batch modes the branches are a second
+command list / job array that waits for the first (`submit.sh`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from scion_jax.analysis.collect import atomic_write_text, flatten
+from scion_jax.train import config as config_lib
 from scion_jax.train.metrics import read_rows
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.")
@@ -77,8 +84,9 @@ def _fmt(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def points(sweep) -> list[tuple[str, dict]]:
-    """(run name, run config dict) for every grid point, in a stable order.
+def points(sweep) -> list[tuple[str, dict, str | None]]:
+    """(run name, run config dict, parent run name or None) for every run, in a stable
+    order: each grid point's constant-LR run, then its decayed branches.
 
     A grid entry's key may be a tuple of keys set together, with tuples of values, e.g.
     ``(("model.d_model", "model.n_heads"), ((128, 2), (256, 4)))`` keeps head_dim fixed.
@@ -93,8 +101,24 @@ def points(sweep) -> list[tuple[str, dict]]:
             for k, v in zip(key, value, strict=True):
                 _set(config, k, v)
                 parts.append(f"{SHORT.get(k, k.split('.')[-1])}={_fmt(v)}")
-        config.steps = max(1, int(sweep.max_tokens) // (config.batch_size * config.seq_len))
-        out.append(("_".join(parts), json.loads(config.to_json())))
+        tokens_per_step = config.batch_size * config.seq_len
+        config.steps = max(1, int(sweep.max_tokens) // tokens_per_step)
+        name = "_".join(parts)
+        branches = []
+        for k in sweep.get("decay_horizons", ()):
+            if 2**k > sweep.max_tokens:
+                raise ValueError(f"decay horizon 2^{k} is beyond max_tokens={sweep.max_tokens}.")
+            branch = config.copy_and_resolve_references()
+            branch.steps = 2**k // tokens_per_step
+            branch.schedule.update(name="linear_decay", decay_fraction=0.25)
+            start = config_lib.decay_start(branch.steps, 0.25)
+            if not 0 < start < branch.steps:
+                raise ValueError(f"decay horizon 2^{k} is {branch.steps} steps: too few to decay.")
+            branch.branch.update(workdir=f"../{name}", step=start)
+            branches.append((f"{name}_decay_D=2^{k}", json.loads(branch.to_json()), name))
+            config.keep_steps = tuple(sorted({*config.keep_steps, start}))
+        out.append((name, json.loads(config.to_json()), None))
+        out.extend(branches)
     return out
 
 
@@ -139,64 +163,90 @@ def _run_local(run_dir: str) -> int:
         ).returncode
 
 
-def _write_batch_files(sweep_dir: str, run_dirs: list[str]) -> None:
-    lines = [" ".join(command(d)) for d in run_dirs]
-    atomic_write_text(os.path.join(sweep_dir, "commands.txt"), "\n".join(lines) + "\n")
-    script = "\n".join(
-        [
-            "#!/bin/bash",
-            f"#SBATCH --array=0-{len(run_dirs) - 1}",
-            "#SBATCH --job-name=scion-sweep",
-            f"#SBATCH --output={sweep_dir}/slurm-%A_%a.out",
-            "# One run per array task; rerun the array to resume unfinished runs.",
-            f'CMD=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {sweep_dir}/commands.txt)',
-            "exec $CMD --distributed",
-            "",
-        ]
-    )
-    atomic_write_text(os.path.join(sweep_dir, "slurm.sh"), script)
+def _write_batch_files(sweep_dir: str, phases: dict[str, list[str]]) -> None:
+    """Per phase: `commands<phase>.txt` (one command per run) and `slurm<phase>.sh` (a job
+    array over it); and `submit.sh`, which submits each array after the previous one."""
+    submit = ["#!/bin/bash", "set -e", "jid="]
+    for phase, run_dirs in phases.items():
+        if not run_dirs:
+            continue
+        commands = os.path.join(sweep_dir, f"commands{phase}.txt")
+        lines = [" ".join(command(d)) for d in run_dirs]
+        atomic_write_text(commands, "\n".join(lines) + "\n")
+        script = "\n".join(
+            [
+                "#!/bin/bash",
+                f"#SBATCH --array=0-{len(run_dirs) - 1}",
+                f"#SBATCH --job-name=scion-sweep{phase}",
+                f"#SBATCH --output={sweep_dir}/slurm-%A_%a.out",
+                "# One run per array task; rerun the array to resume unfinished runs.",
+                f'CMD=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {commands})',
+                "exec $CMD --distributed",
+                "",
+            ]
+        )
+        atomic_write_text(os.path.join(sweep_dir, f"slurm{phase}.sh"), script)
+        after = '${jid:+--dependency=afterok:$jid}'
+        submit.append(f"jid=$(sbatch --parsable {after} {sweep_dir}/slurm{phase}.sh)")
+    atomic_write_text(os.path.join(sweep_dir, "submit.sh"), "\n".join(submit) + "\n")
 
 
 def main(_):
     sweep_dir = os.path.abspath(FLAGS.sweep_dir)
     os.makedirs(os.path.join(sweep_dir, "runs"), exist_ok=True)
-    todo, index = [], {}
-    for name, config in points(_CONFIG.value):
-        run_dir = os.path.join(sweep_dir, "runs", name)
-        os.makedirs(run_dir, exist_ok=True)
-        config_path = os.path.join(run_dir, "config.json")
+    todo, index, children = [], {}, {}
+    run_dir = lambda name: os.path.join(sweep_dir, "runs", name)
+    for name, config, parent in points(_CONFIG.value):
+        os.makedirs(run_dir(name), exist_ok=True)
+        config_path = os.path.join(run_dir(name), "config.json")
         if os.path.exists(config_path):
-            check_same_config(run_dir, config)
+            check_same_config(run_dir(name), config)
         else:
             atomic_write_text(config_path, json.dumps(config, indent=2))
-        finished = is_finished(run_dir, config["steps"])
+        finished = is_finished(run_dir(name), config["steps"])
         index[name] = {"steps": config["steps"], "status": "done" if finished else "todo"}
+        if parent:
+            index[name]["parent"] = parent
+            children.setdefault(parent, [])
         if not finished:
-            todo.append(run_dir)
+            (children[parent] if parent else todo).append(name)
     save_index = lambda: atomic_write_text(
         os.path.join(sweep_dir, "index.json"), json.dumps(index, indent=1)
     )
     save_index()
-    print(f"{len(index)} points, {len(index) - len(todo)} finished, {len(todo)} to run.")
+    n_todo = len(todo) + sum(map(len, children.values()))
+    print(f"{len(index)} points, {len(index) - n_todo} finished, {n_todo} to run.")
     if FLAGS.mode != "local":
-        _write_batch_files(sweep_dir, [os.path.join(sweep_dir, "runs", n) for n in index])
-        print(f"wrote {sweep_dir}/commands.txt and {sweep_dir}/slurm.sh")
+        phases = {"": [n for n, p in index.items() if "parent" not in p],
+                  "_branches": [n for n, p in index.items() if "parent" in p]}
+        _write_batch_files(sweep_dir, {k: [run_dir(n) for n in v] for k, v in phases.items()})
+        print(f"wrote the command lists, SLURM arrays and submit.sh in {sweep_dir}")
         return
     failed = []
     with (
         concurrent.futures.ThreadPoolExecutor(FLAGS.workers) as pool,
-        tqdm(total=len(todo), unit="run", desc="sweep") as bar,
+        tqdm(total=n_todo, unit="run", desc="sweep") as bar,
     ):
-        futures = {pool.submit(_run_local, d): d for d in todo}
-        for future in concurrent.futures.as_completed(futures):
-            run_dir = futures[future]
-            name = os.path.basename(run_dir)
-            ok = future.result() == 0 and is_finished(run_dir, index[name]["steps"])
-            index[name]["status"] = "done" if ok else "failed"
-            if not ok:
-                failed.append(name)
-            save_index()
-            bar.update(1)
+        # A finished run's branches start now; the others' when it finishes.
+        ready = todo + [b for p, bs in children.items() if index[p]["status"] == "done" for b in bs]
+        pending = {pool.submit(_run_local, run_dir(n)): n for n in ready}
+        while pending:
+            done, _ = concurrent.futures.wait(pending, return_when="FIRST_COMPLETED")
+            for future in done:
+                name = pending.pop(future)
+                ok = future.result() == 0 and is_finished(run_dir(name), index[name]["steps"])
+                index[name]["status"] = "done" if ok else "failed"
+                branches = children.get(name, [])
+                if ok:
+                    pending.update({pool.submit(_run_local, run_dir(b)): b for b in branches})
+                else:
+                    failed.append(name)
+                    for b in branches:  # never started: their constant-LR run failed
+                        index[b]["status"] = "failed"
+                    failed.extend(branches)
+                    bar.update(len(branches))
+                save_index()
+                bar.update(1)
     if failed:
         print(f"{len(failed)} runs failed (see their log.txt): {failed[:5]}")
         sys.exit(1)

@@ -7,8 +7,11 @@ import subprocess
 import sys
 
 import ml_collections
+import pytest
 
+from scion_jax.analysis.collect import collect
 from scion_jax.train.config import validate
+from scion_jax.train.metrics import read_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_CONFIG = """
@@ -41,11 +44,16 @@ def _sweep(config_path, sweep_dir, *extra):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=400)
 
 
-def test_sweep_runs_records_failures_and_resumes(tmp_path):
+def _corpus(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(12):
         (corpus / f"doc{i}.txt").write_text("to be or not to be that is the question " * 40)
+    return corpus
+
+
+def test_sweep_runs_records_failures_and_resumes(tmp_path):
+    corpus = _corpus(tmp_path)
     config_path = tmp_path / "sweep_config.py"
     config_path.write_text(SWEEP_CONFIG.format(corpus=str(corpus / "*.txt")))
     sweep_dir = tmp_path / "sweep"
@@ -97,9 +105,44 @@ def test_shipped_sweep_configs_give_valid_runs():
     assert "cpu_lr_batch.py" in names and "cpu_depth.py" in names
     for name in names:
         points = sweep.points(_load(name[:-3], os.path.join(directory, name)).get_config())
-        assert len({n for n, _ in points}) == len(points) > 1, name
-        for _, config in points:
+        assert len({n for n, _, _ in points}) == len(points) > 1, name
+        for _, config, _ in points:
             run = ml_collections.ConfigDict(config)
             mesh = {"data": 1, "fsdp": 1, "tensor": 1}
             run.mesh.update(mesh)
             assert validate(run, n_devices=1) == mesh
+
+
+def test_decayed_branches_start_from_their_constant_run(tmp_path):
+    """decay_horizons: each point's constant run keeps the 75% checkpoints and every
+    branch restarts there with a linear decay to 0 (PAPER.md §5's decayed variant)."""
+    corpus = _corpus(tmp_path)
+    config = SWEEP_CONFIG.format(corpus=str(corpus / "*.txt")).replace(
+        's.grid = (("batch_size", (4, 8)), ("schedule.name", ("constant", "bogus")))',
+        's.grid = (("optimizer.learning_rate", (0.05, 0.1)),)\n'
+        '    s.base.batch_size = 4\n'
+        '    s.decay_horizons = (10, 11)',
+    ).replace("s.max_tokens = 256", "s.max_tokens = 2**11")
+    config_path = tmp_path / "decay_config.py"
+    config_path.write_text(config)
+    sweep_dir = tmp_path / "sweep"
+    result = _sweep(config_path, sweep_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    index = json.loads((sweep_dir / "index.json").read_text())
+    assert index["lr=0.1_decay_D=2^10"] == {"steps": 8, "status": "done", "parent": "lr=0.1"}
+    assert sum(p["status"] == "done" for p in index.values()) == 6
+    runs = sweep_dir / "runs"
+    assert {"6", "12", "16"} <= set(os.listdir(runs / "lr=0.1" / "checkpoints"))
+    rows = read_rows(str(runs / "lr=0.1_decay_D=2^11" / "metrics.jsonl"))
+    assert [r["step"] for r in rows] == [16]  # steps 13…16 of which every 4th is logged
+    assert rows[-1]["lr"] == pytest.approx(0.1 / 4)  # η(15): 3 of the 4 decay steps done
+    table = collect(str(sweep_dir))
+    decayed = [r for r in table if r["schedule.name"] == "linear_decay"]
+    assert sorted((r["log2_D"], r["optimizer.learning_rate"]) for r in decayed) == [
+        (10, 0.05), (10, 0.1), (11, 0.05), (11, 0.1)]
+
+    batch = _sweep(config_path, sweep_dir, "--mode=commands")
+    assert "6 points, 6 finished, 0 to run." in batch.stdout
+    assert len((sweep_dir / "commands_branches.txt").read_text().splitlines()) == 4
+    submit = (sweep_dir / "submit.sh").read_text()
+    assert "--dependency=afterok:$jid" in submit and "slurm_branches.sh" in submit

@@ -145,6 +145,26 @@ def test_kill_and_resume_is_exact(corpus, tmp_path):
     assert _rows_without_timing(full) == _rows_without_timing(killed)
 
 
+def test_decayed_branch_equals_an_uninterrupted_decayed_run(corpus, tmp_path):
+    """PAPER.md §5's decayed variant: branch off a constant-LR run at 75% of the steps and
+    decay linearly over the rest = a run with that schedule from the start, bitwise."""
+    parent, branch, whole = tmp_path / "constant", tmp_path / "branch", tmp_path / "decayed"
+    constant = tiny_config(corpus, steps=40, keep_steps=(15,), keep_checkpoints=1)
+    train(constant, str(parent))
+    assert sorted(int(s) for s in os.listdir(parent / "checkpoints") if s.isdigit()) == [15, 40]
+    decayed = {"steps": 20, "schedule.name": "linear_decay", "schedule.decay_fraction": 0.25}
+    train(tiny_config(corpus, **decayed, **{"branch.workdir": str(parent), "branch.step": 15}),
+          str(branch))
+    train(tiny_config(corpus, **decayed), str(whole))
+    _assert_trees_equal(_final_params(branch)[1], _final_params(whole)[1])
+    rows = _rows_without_timing(branch)
+    assert rows == [r for r in _rows_without_timing(whole) if r["step"] > 15]
+    assert rows[-1]["lr"] == pytest.approx(2.0**-4 / 5)  # η at the last step: 1/5 of the way
+    with pytest.raises(FileNotFoundError, match=r"No checkpoint at step 10 .* steps \[15, 40\]"):
+        train(tiny_config(corpus, **decayed, **{"branch.workdir": str(parent), "branch.step": 10}),
+              str(tmp_path / "bad"))
+
+
 def test_sigterm_saves_and_exits(corpus, tmp_path):
     config = tiny_config(corpus, steps=400, checkpoint_every=1000, log_every=1)
     proc = subprocess.Popen(

@@ -83,8 +83,19 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batches = 4
     c.checkpoint_every = 100
     c.keep_checkpoints = 2  # the last N ...
-    c.keep_every = 0  # ... plus every M steps (0: none)
+    c.keep_every = 0  # ... plus every M steps (0: none) ...
+    c.keep_steps = ()  # ... plus these steps (saved even off checkpoint_every)
+
+    # Start from another run's checkpoint at `step` (its state and data position), e.g. the
+    # decayed variant branched off a constant-LR run (PAPER.md §5). A relative `workdir` is
+    # taken from this run's workdir. Used only while this run has no checkpoint of its own.
+    c.branch = ml_collections.ConfigDict(dict(workdir="", step=0))
     return c
+
+
+def decay_start(steps: int, decay_fraction: float) -> int:
+    """The step where a linear decay over the last `decay_fraction` of `steps` begins."""
+    return steps - round(decay_fraction * steps)
 
 
 def cpu_study_config() -> ml_collections.ConfigDict:
@@ -146,6 +157,15 @@ def validate(
         )
     if not 0.0 < config.schedule.decay_fraction <= 1.0:
         raise ValueError("config.schedule.decay_fraction must be in (0, 1].")
+    for step in config.keep_steps:
+        if not (isinstance(step, int) and 0 < step <= config.steps):
+            raise ValueError(
+                f"config.keep_steps has {step!r}; each must be a step in [1, {config.steps}]."
+            )
+    if config.branch.workdir and not 0 < config.branch.step < config.steps:
+        raise ValueError(
+            f"config.branch.step={config.branch.step} must be in [1, steps={config.steps})."
+        )
     if config.seq_len > 0 and config.model.vocab_size < 2:
         raise ValueError("config.model.vocab_size must be at least 2.")
     mesh = {axis: int(config.mesh[axis]) for axis in MESH_AXES}

@@ -16,6 +16,7 @@ import optax
 import scion_jax
 from scion_jax.model import ModelConfig, scion_rules
 from scion_jax.rules import resolve_roles
+from scion_jax.train.config import decay_start
 
 GROUP_OF_NORM = {"l1_to_rms": "input", "rms_to_inf": "output"}  # everything else: hidden
 
@@ -25,15 +26,15 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     decayed variant decays linearly to 0 over the last `decay_fraction` of the steps)."""
     lr, steps, s = config.optimizer.learning_rate, config.steps, config.schedule
     warmup = s.warmup_steps if s.name in ("warmup", "wsd") else 0
-    decay = round(s.decay_fraction * steps) if s.name in ("linear_decay", "wsd") else 0
+    start = decay_start(steps, s.decay_fraction) if s.name in ("linear_decay", "wsd") else steps
     pieces, boundaries = [], []
     if warmup:
         pieces.append(optax.linear_schedule(0.0, lr, warmup))
         boundaries.append(warmup)
     pieces.append(optax.constant_schedule(lr))
-    if decay:
-        boundaries.append(steps - decay)
-        pieces.append(optax.linear_schedule(lr, 0.0, decay))
+    if start < steps:
+        boundaries.append(start)
+        pieces.append(optax.linear_schedule(lr, 0.0, steps - start))
     return optax.join_schedules(pieces, boundaries) if boundaries else pieces[0]
 
 

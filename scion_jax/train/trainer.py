@@ -169,10 +169,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             num_batches=config.eval_batches,
         )
     ]
+    keep_steps = tuple(config.keep_steps)
     checkpoints = Checkpoints(
-        os.path.join(workdir, "checkpoints"), config.keep_checkpoints, config.keep_every
+        os.path.join(workdir, "checkpoints"),
+        config.keep_checkpoints,
+        config.keep_every,
+        keep_steps,
     )
     restored = checkpoints.restore_latest(abstract_like(state), train_iter)
+    if restored is None and config.branch.workdir:
+        restored = _branch_start(config.branch, workdir, abstract_like(state), train_iter)
     start = 0
     if restored is not None:
         start, state = restored
@@ -212,7 +218,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             log = step % config.log_every == 0 or step == config.steps
             norm = step % config.norm_every == 0 or step == config.steps
             evaluate_now = step % config.eval_every == 0 or step == config.steps
-            save = step % config.checkpoint_every == 0 or step == config.steps
+            save = step % config.checkpoint_every == 0 or step == config.steps or step in keep_steps
             if log or norm or evaluate_now or save or preemption.requested:
                 loss = float(metrics["loss"])
                 if not math.isfinite(loss):
@@ -255,6 +261,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if is_main:
         plot_summary(writer.path, os.path.join(workdir, "summary.png"))
     return row
+
+
+def _branch_start(branch: ml_collections.ConfigDict, workdir: str, abstract_state, train_iter):
+    """(step, state) of another run's checkpoint at `branch.step`; `train_iter` continues
+    from that run's data position, so the branch sees the batches the run saw next."""
+    directory = os.path.join(workdir, branch.workdir, "checkpoints")  # relative: to workdir
+    parent = Checkpoints(directory, read_only=True)
+    try:
+        state = parent.restore(branch.step, abstract_state, train_iter)
+    finally:
+        parent.close()
+    logging.info("Branching from %s at step %d.", branch.workdir, branch.step)
+    return branch.step, state
 
 
 def _process_slice(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,11 +1,14 @@
 """Analyse a norm-transfer sweep: collect → table.csv → fits.json → the paper's figures.
 
-    python experiments/plot.py --sweep_dir=workdirs/sweep --out_dir=workdirs/sweep_plots \
-        [--vocab_size=V] [--k=7] [--window=1] [--loss=loss|eval_loss] [--target_log2_norm=T]
+    python experiments/plot.py --sweep_dir=workdirs/sweep[,more,sweeps] \
+        --out_dir=workdirs/sweep_plots [--vocab_size=V] [--k=7] [--window=1] \
+        [--loss=loss|eval_loss] [--target_log2_norm=T]
 
 Per setup (everything held fixed while η, B and D vary; the largest is the primary) it fits
 the per-(D, B) optima (PAPER.md §5), the global η* law (Fig. 3b), B*(D) and η*(D) (Fig. 7),
-the first-reach law (Fig. 3a), and across setups the LR-scale ranking (Fig. 4). Figures the
+the first-reach law (Fig. 3a); across setups the LR-scale ranking (Fig. 4), setups that
+differ in one variant (LR decay, momentum, weight decay, optimizer, precision) side by side
+(Fig. 8), and layer norms under weight decay against 1/λ (Fig. 9). Figures the
 data cannot support (e.g. one width only → no Fig. 2b) are skipped with a message. Every
 output is written to a temp file and moved into place, so a kill never leaves half a file.
 Needs numpy and matplotlib only (no jax).
@@ -37,7 +40,9 @@ from scion_jax.analysis.collect import (  # noqa: E402
 )
 from scion_jax.analysis.regression import LinearFit  # noqa: E402
 
-_SWEEP = flags.DEFINE_string("sweep_dir", None, "Directory with one run directory per point.")
+_SWEEP = flags.DEFINE_list("sweep_dir", None,
+                           "Sweep directories (comma-separated), each with a run directory per "
+                           "point; analysed as one table.")
 _OUT = flags.DEFINE_string("out_dir", None, "Where table.csv, fits.json and the PNGs go.")
 _VOCAB = flags.DEFINE_integer("vocab_size", None,
                               "V for the fixed c = ln V fit (default: model.vocab_size).")
@@ -64,7 +69,8 @@ def jsonable(obj: Any) -> Any:
         out = {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
         if isinstance(obj, fits_lib.ParabolaFit):
             out.update(x_star=jsonable(obj.x_star), loss_star=jsonable(obj.loss_star),
-                       has_minimum=obj.has_minimum, in_range=obj.in_range)
+                       has_minimum=obj.has_minimum, in_range=obj.in_range,
+                       near_optimal_width=jsonable(obj.near_optimal_width()))
         if isinstance(obj, fits_lib.Optimum):
             out["setup"] = {k: jsonable(v) for k, v in obj.setup}
         return out
@@ -135,20 +141,57 @@ def _siblings(optima: list[fits_lib.Optimum], setup: tuple, key: str) -> list[fi
     return [o for o in optima if {k: v for k, v in o.setup if k != key} == base]
 
 
-def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: int = 7,
+VARIANT_KEYS = ("schedule.name", "optimizer.momentum", "optimizer.weight_decay",
+                "optimizer.name", "model.compute_dtype")
+
+
+def _collect_all(sweep_dirs: list[str], **kwargs: Any) -> Table:
+    """One table from several sweeps; runs are named `<sweep>/<run>` when there are several."""
+    if len(sweep_dirs) == 1:
+        return collect(sweep_dirs[0], **kwargs)
+    table = []
+    for d in sweep_dirs:
+        prefix = os.path.basename(os.path.normpath(d))
+        table += [{**r, "run": f"{prefix}/{r['run']}"} for r in collect(d, **kwargs)]
+    return table
+
+
+def _comparison_figures(table: Table, optima: list[fits_lib.Optimum], varying: list[str],
+                        record: dict[str, Any], out_dir: str, made: list[str]) -> None:
+    """Fig. 8 for each varying variant key at the largest (D, B) its setups share; Fig. 9
+    for the first setup with weight decay."""
+    record["comparisons"] = {}
+    for key in (k for k in VARIANT_KEYS if k in varying):
+        rows = fits_lib.compare_setups(optima, key)
+        record["comparisons"][key] = rows
+        if rows:
+            last = max(rows, key=lambda r: (len(r["by_value"]), r["log2_D"], -r["batch_size"]))
+            short = key.split(".")[-1]
+            _figure(f"fig8_{short}.png", out_dir, made, lambda p, k=key, r=last:
+                    figures.fig_compare_setups(table, optima, p, key=k, log2_D=r["log2_D"],
+                                               batch_size=r["batch_size"]))
+    decayed = [o.setup for o in optima if (o.setting("optimizer.weight_decay") or 0) > 0]
+    if decayed:
+        lam = dict(decayed[0])["optimizer.weight_decay"]
+        _figure("fig9_layer_norms.png", out_dir, made, lambda p: figures.fig_layer_norms(
+            table, p, setup=decayed[0], reference=1 / lam))
+
+
+def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None = None, k: int = 7,
             window: int = 1, target_log2_norm: float | None = None,
             allow_partial: bool = False, loss_key: str = "loss",
             drop_extrapolated: bool = False) -> dict[str, Any]:
     """The whole pipeline; returns the fits record (also written to `out_dir/fits.json`)."""
+    sweep_dirs = [sweep_dir] if isinstance(sweep_dir, str) else list(sweep_dir)
     os.makedirs(out_dir, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SweepWarning)
-        table = collect(sweep_dir, window=window, allow_partial=allow_partial)
+        table = _collect_all(sweep_dirs, window=window, allow_partial=allow_partial)
     skipped = [str(w.message) for w in caught if issubclass(w.category, SweepWarning)]
     for msg in skipped:
         print(f"warning: {msg}")
     if not table:
-        raise SystemExit(f"No usable runs under {sweep_dir}.")
+        raise SystemExit(f"No usable runs under {', '.join(sweep_dirs)}.")
     write_csv(table, os.path.join(out_dir, "table.csv"))
     n_runs = len({r["run"] for r in table})
     print(f"{n_runs} runs, {len(table)} rows → {os.path.join(out_dir, 'table.csv')}")
@@ -162,9 +205,9 @@ def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: i
     varying = [key for key in fits_lib.GROUP_KEYS if key not in fits_lib.SWEEP_AXES
                and len({dict(s).get(key) for s in setups}) > 1]
     record: dict[str, Any] = {
-        "sweep_dir": os.path.abspath(sweep_dir), "k": k, "window": window, "loss": loss_key,
-        "vocab_size": vocab_size, "drop_extrapolated": drop_extrapolated, "n_runs": n_runs,
-        "n_rows": len(table),
+        "sweep_dirs": [os.path.relpath(d) for d in sweep_dirs], "k": k, "window": window,
+        "loss": loss_key, "vocab_size": vocab_size, "drop_extrapolated": drop_extrapolated,
+        "n_runs": n_runs, "n_rows": len(table),
         "skipped_runs": skipped, "varying": varying, "setups": [],
     }
     for setup, opts in setups.items():
@@ -207,6 +250,7 @@ def analyse(sweep_dir: str, out_dir: str, *, vocab_size: int | None = None, k: i
             opts, _fit_or_none(main["global"]), p))
     _figure("fig4_lr_ranking.png", out_dir, made,
             lambda p: figures.fig_lr_ranking(ranking, p))
+    _comparison_figures(table, optima, varying, record, out_dir, made)
     record["figures"] = [os.path.basename(p) for p in made]
     atomic_write_text(os.path.join(out_dir, "fits.json"),
                                   json.dumps(jsonable(record), indent=1, allow_nan=False))

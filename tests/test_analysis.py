@@ -30,6 +30,7 @@ from scion_jax.analysis.collect import (
 from scion_jax.analysis.fits import (
     Optimum,
     best_per_horizon,
+    compare_setups,
     first_reach,
     fit_first_reach,
     fit_global,
@@ -115,6 +116,9 @@ def _rows(n, norm_every=1, eval_every=None):
         row = {"step": s, "tokens": 100 * s, "loss": float(s), "lr": 0.1}
         if s % norm_every == 0:
             row["output_norm"] = 2.0 * s
+            row["l1_to_rms/embed/embedding"] = 3.0 * s
+            row["rms_to_rms/layers/0/mlp/w1/kernel"] = 1.0 * s
+            row["rms_to_rms/layers/1/mlp/w1/kernel"] = 2.0 * s
         if eval_every and s % eval_every == 0:
             row["eval_loss"] = 10.0 * s
         rows.append(row)
@@ -128,10 +132,12 @@ def test_horizon_rows_window_norm_at_or_after_and_overshoot():
                         max_overshoot=None)
     assert (r["step"], r["tokens"], r["loss"]) == (6, 600.0, 6.0)
     assert (r["norm_step"], r["output_norm"], r["log2_norm"]) == (8, 16.0, 4.0)  # at or after
+    assert (r["input_norm"], r["hidden_norm"]) == (24.0, 12.0)  # same step; hidden: the mean
     assert r["eval_loss"] == 100.0  # the first eval at or after D: step 10
     (r,) = horizon_rows(cfg, _rows(10, norm_every=4, eval_every=5), horizons=[9])
     assert r["loss"] == 6.0  # 600 ≤ 1.5·512, but the norm (800) and eval (1000) are too late
     assert math.isnan(r["eval_loss"]) and math.isnan(r["output_norm"])
+    assert math.isnan(r["input_norm"]) and math.isnan(r["hidden_norm"])
     (r,) = horizon_rows(cfg, _rows(10), horizons=[9], window=3)
     assert r["loss"] == pytest.approx(6.0)  # mean of steps 5, 6, 7
     (r,) = horizon_rows(cfg, _rows(10), horizons=[9], window=4)
@@ -335,6 +341,40 @@ def test_lr_scale_ranking_finds_one_eighth(small_sweep):
     assert sum(r["in_top"] for r in ranking) == ranking[0]["settings"]  # ⌈0.1·6⌉ = 1 per setting
 
 
+def _variant_table(widths_by_schedule, log2_d=19, batch=16):
+    """An LR sweep per schedule with loss = ln V − … a parabola in x = log2 norm of known
+    curvature: near-optimal width 2·sqrt(0.01·loss*/a) is known exactly."""
+    table = []
+    for name, a in widths_by_schedule.items():
+        for i, x in enumerate(np.linspace(1.0, 7.0, 9)):
+            b = -2 * a * 4.0  # vertex at x* = 4
+            loss = a * x**2 + b * x + math.log(256)
+            table.append({"run": f"{name}{i}", "log2_D": log2_d, "batch_size": batch,
+                          "log2_norm": x, "output_norm": 2**x, "loss": loss,
+                          "log2_lr": x - 6, "tokens": 2.0**log2_d, "model.vocab_size": 256,
+                          "schedule.name": name, "input_norm": 10 - 8 / (1 + x),
+                          "hidden_norm": 9.0, "optimizer.weight_decay": 0.1})
+    return table
+
+
+def test_compare_setups_puts_variants_side_by_side_with_their_widths(tmp_path):
+    table = _variant_table({"constant": 0.2, "linear_decay": 0.2 / 16})
+    optima = fit_optima(table)
+    (row,) = compare_setups(optima, "schedule.name")
+    assert (row["log2_D"], row["batch_size"]) == (19, 16)
+    const, dec = row["by_value"]["constant"], row["by_value"]["linear_decay"]
+    assert const["x_star"] == pytest.approx(4.0) == dec["x_star"]
+    loss_star = math.log(256) - 0.2 * 16
+    assert const["width"] == pytest.approx(2 * math.sqrt(0.01 * loss_star / 0.2))
+    decayed_star = math.log(256) - 0.2 / 16 * 16
+    assert dec["width"] == pytest.approx(2 * math.sqrt(0.01 * decayed_star / (0.2 / 16)))
+    assert compare_setups(optima, "optimizer.momentum") == []  # nothing differs in it
+    png = figures.fig_compare_setups(table, optima, str(tmp_path / "8.png"),
+                                     key="schedule.name", log2_D=19, batch_size=16)
+    assert _is_png(png)
+    assert _is_png(figures.fig_layer_norms(table, str(tmp_path / "9.png"), reference=10.0))
+
+
 # --- figures and the command line ------------------------------------------------------------
 
 def _is_png(path, min_bytes=5000):
@@ -376,15 +416,16 @@ def test_plot_py_end_to_end(small_sweep, tmp_path):
     open(torn, "w").write(text[:-7])
     out = str(tmp_path / "out")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "plot.py"),
-                           f"--sweep_dir={sweep}", f"--out_dir={out}", "--k=7", "--window=1"],
+                           f"--sweep_dir={sweep}/widths,{sweep}/scales", f"--out_dir={out}",
+                           "--k=7", "--window=1"],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped (model.n_layers takes 1 value(s)" in proc.stdout  # no depth variation
     assert os.path.getsize(os.path.join(out, "table.csv")) > 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SweepWarning)
-        n_runs = len({r["run"] for r in collect(sweep)})
-    assert len({r["run"] for r in read_csv(os.path.join(out, "table.csv"))}) == n_runs
+        expected = {r["run"] for r in collect(sweep)}  # named <sweep>/<run> there too
+    assert {r["run"] for r in read_csv(os.path.join(out, "table.csv"))} == expected
     record = json.loads(open(os.path.join(out, "fits.json")).read(),
                         parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     assert len(record["skipped_runs"]) == 1 and "truncated" in record["skipped_runs"][0]

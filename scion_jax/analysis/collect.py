@@ -33,8 +33,10 @@ BATCH_KEY = "batch_size"
 # The first columns of the CSV, in this order; every flattened config key follows, sorted.
 CORE_COLUMNS = (
     "run", "log2_D", "D", "step", "tokens", "loss", "eval_loss", "output_norm", "log2_norm",
-    "norm_step", "log2_lr", "log2_B",
+    "norm_step", "input_norm", "hidden_norm", "log2_lr", "log2_B",
 )
+# Mean norm of each other layer group, from the trainer's per-layer norm keys (Fig. 9).
+GROUP_NORM_PREFIXES = {"input_norm": "l1_to_rms/", "hidden_norm": "rms_to_rms/"}
 
 
 class SweepWarning(UserWarning):
@@ -130,6 +132,17 @@ def _series(rows: list[Row], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return a[:, 0], a[:, 1], a[:, 2]
 
 
+def _group_norm_series(rows: list[Row], prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, mean of the norms whose key starts with `prefix`) of the rows logging any."""
+    pts = []
+    for r in rows:
+        vals = [v for k, v in r.items() if k.startswith(prefix) and isinstance(v, (int, float))]
+        if vals:
+            pts.append((r["step"], float(np.mean(vals))))
+    a = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    return a[:, 0], a[:, 1]
+
+
 def horizon_rows(
     config: dict[str, Any],
     rows: list[Row],
@@ -142,7 +155,8 @@ def horizon_rows(
 
     For each k: the first logged step with tokens ≥ D gives `loss` (mean over `window`
     neighbouring logged losses), `eval_loss` likewise over the eval points (NaN if none), and
-    `output_norm` at the first norm step at or after it (NaN if none). Horizons whose first
+    `output_norm` (with `input_norm`, `hidden_norm`: the mean norm of those layer groups) at
+    the first norm step at or after it (NaN if none). Horizons whose first
     logged tokens exceed `max_overshoot`·D (too coarse a log) are left out; `None` keeps all.
     `horizons` defaults to every integer k with 0 < 2^k ≤ the last logged tokens.
     """
@@ -153,6 +167,7 @@ def horizon_rows(
         return []
     _, ev_tokens, ev_loss = _series(rows, "eval_loss")
     n_steps, n_tokens, norm = _series(rows, "output_norm")
+    groups = {col: _group_norm_series(rows, prefix) for col, prefix in GROUP_NORM_PREFIXES.items()}
     if horizons is None:
         lo = math.ceil(math.log2(max(float(tokens[0]), 1.0)))
         hi = math.floor(math.log2(float(tokens[-1])))
@@ -171,7 +186,8 @@ def horizon_rows(
             continue
         row: Row = {"log2_D": int(k), "D": d, "step": int(steps[i]), "tokens": float(tokens[i]),
                     "loss": _window_mean(loss, i, window), "eval_loss": math.nan,
-                    "output_norm": math.nan, "log2_norm": math.nan, "norm_step": math.nan}
+                    "output_norm": math.nan, "log2_norm": math.nan, "norm_step": math.nan,
+                    "input_norm": math.nan, "hidden_norm": math.nan}
         j = _first_at_or_after(ev_tokens, d)
         if j is not None and (max_overshoot is None or ev_tokens[j] <= max_overshoot * d):
             row["eval_loss"] = _window_mean(ev_loss, j, window)
@@ -181,6 +197,10 @@ def horizon_rows(
             row["norm_step"] = int(n_steps[m])
             if norm[m] > 0:
                 row["log2_norm"] = math.log2(norm[m])
+        for col, (g_steps, g_norm) in groups.items():
+            j = int(np.searchsorted(g_steps, steps[i], side="left"))
+            row[col] = float(g_norm[j]) if j < len(g_steps) and g_steps[j] == row["norm_step"] \
+                else math.nan
         out.append({**row, **base})
     return out
 

@@ -3,7 +3,8 @@
 Fig. 1a loss vs log2 output norm over an LR sweep (a parabola); Fig. 1b output norm vs
 tokens; Fig. 2a/2b per-D (per-width/depth) curves of the per-B optima, the common optimal
 norm as a band; Fig. 3a first (η, B) to reach the optimal norm; Fig. 3b η* vs B with the
-global fit; Fig. 4 per-group LR ranking. Every function writes one PNG atomically and
+global fit; Fig. 4 per-group LR ranking; Fig. 8 setups side by side (LR decay, momentum);
+Fig. 9 layer norms vs tokens (weight decay). Every function writes one PNG atomically and
 returns its path.
 """
 
@@ -294,6 +295,68 @@ def fig_eta_star(optima: Sequence[Optimum], fit: LinearFit | None, path: str, *,
     return _save(fig, path)
 
 
+def fig_compare_setups(table: Sequence[Row], optima: Sequence[Optimum], path: str, *,
+                       key: str, log2_D: float, batch_size: float, title: str = "",
+                       loss_key: str = "loss") -> str:
+    """Fig. 8: loss vs log2 output norm at one (D, B) for setups that differ in `key`
+    (e.g. constant vs decayed LR, momentum), each with its fitted parabola and vertex."""
+    opts = [o for o in optima if o.ok and o.log2_D == log2_D and o.batch_size == batch_size]
+    if len({o.setting(key) for o in opts}) < 2:
+        raise ValueError(f"fewer than 2 values of {key} at D = 2^{log2_D:g}, B = {batch_size:g}")
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ys = []
+    for i, o in enumerate(sorted(opts, key=lambda o: str(o.setting(key)))):
+        rows = [r for r in _finite(in_setup(table, o.setup), "log2_norm", loss_key)
+                if r["log2_D"] == log2_D and r.get(BATCH_KEY) == batch_size]
+        x = np.array([r["log2_norm"] for r in rows])
+        y = np.array([r[loss_key] for r in rows])
+        ys.extend(y)
+        col = plt.get_cmap("tab10")(i)
+        fit = o.fixed or o.free
+        ax.scatter(x, y, color=col, s=22)
+        xs = np.linspace(fit.x_lo - 0.5, fit.x_hi + 0.5, 100)
+        ax.plot(xs, fit(xs), "-", color=col, lw=1.2, label=(
+            f"{key.split('.')[-1]} = {o.setting(key)}: x* = {o.x_star:.2f}, "
+            f"loss* = {o.loss_star:.3f}, 1% width {fit.near_optimal_width():.2f}"))
+        ax.axvline(o.x_star, color=col, ls=":", lw=1)
+    ys = np.array(ys)
+    spread = float(np.median(ys) - ys.min())
+    if spread > 0:
+        ax.set_ylim(ys.min() - 0.2 * spread, ys.min() + 4 * spread)
+    ax.set(xlabel="log2 output norm", ylabel=loss_key.replace("_", " "),
+           title=title or f"Fig. 8: D = 2^{log2_D:g}, B = {batch_size:g}")
+    ax.legend(fontsize=7, loc="upper center")
+    return _save(fig, path)
+
+
+def fig_layer_norms(table: Sequence[Row], path: str, *, setup: tuple | None = None,
+                    reference: float | None = None) -> str:
+    """Fig. 9: output, input and (mean) hidden layer norms vs tokens per run, colour = log2 η;
+    `reference` (e.g. 1/λ under weight decay λ) dashed."""
+    keys = ("output_norm", "input_norm", "hidden_norm")
+    rows = _finite(in_setup(table, setup), "tokens", "log2_lr", *keys)
+    if not rows:
+        raise ValueError("no rows with layer-group norms")
+    norm, cmap = _lr_colors(np.array([r["log2_lr"] for r in rows]))
+    fig, axes = _grid(len(keys))
+    for ax, key in zip(axes, keys, strict=True):
+        runs: dict[str, list[Row]] = {}
+        for r in rows:
+            runs.setdefault(r["run"], []).append(r)
+        for run_rows in runs.values():
+            run_rows.sort(key=lambda r: r["tokens"])
+            ax.plot([r["tokens"] for r in run_rows], [r[key] for r in run_rows],
+                    color=cmap(norm(run_rows[0]["log2_lr"])), lw=1, marker=".", ms=3)
+        if reference is not None:
+            ax.axhline(reference, color="k", ls="--", lw=1, label=f"{reference:g}")
+            ax.legend(fontsize=8)
+        ax.set(xscale="log", yscale="log", xlabel="tokens", title=key.replace("_", " "))
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="log2 η",
+                 shrink=0.8)
+    fig.suptitle("Fig. 9: layer norms vs tokens", y=1.02)
+    return _save(fig, path)
+
+
 def fig_lr_ranking(ranking: Sequence[dict[str, Any]], path: str, *, top: float = 0.1,
                    max_bars: int = 20) -> str:
     """Fig. 4: fraction of settings in which each (input : hidden : output) LR-scale
@@ -310,6 +373,6 @@ def fig_lr_ranking(ranking: Sequence[dict[str, Any]], path: str, *, top: float =
     return _save(fig, path)
 
 
-__all__ = ["fig_eta_star", "fig_first_reach", "fig_loss_vs_norm", "fig_lr_ranking",
-           "fig_norm_vs_tokens", "fig_optima_by_horizon", "fig_optima_by_model", "in_setup",
-           "setup_label"]
+__all__ = ["fig_compare_setups", "fig_eta_star", "fig_first_reach", "fig_layer_norms",
+           "fig_loss_vs_norm", "fig_lr_ranking", "fig_norm_vs_tokens", "fig_optima_by_horizon",
+           "fig_optima_by_model", "in_setup", "setup_label"]

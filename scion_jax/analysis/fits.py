@@ -29,8 +29,8 @@ LR_SCALE_KEYS = ("optimizer.lr_scales.input", "optimizer.lr_scales.hidden",
 # What defines one LR sweep (one parabola): the horizon, the batch, and everything held fixed
 # while η varies. Keys absent from the table are constant (None).
 GROUP_KEYS = ("log2_D", BATCH_KEY, "seq_len", "model.d_model", "model.n_layers",
-              "model.vocab_size", "optimizer.name", "optimizer.momentum",
-              "optimizer.weight_decay", "schedule.name", *LR_SCALE_KEYS)
+              "model.vocab_size", "model.compute_dtype", "optimizer.name",
+              "optimizer.momentum", "optimizer.weight_decay", "schedule.name", *LR_SCALE_KEYS)
 SWEEP_AXES = ("log2_D", BATCH_KEY)  # varied within one setup; the rest of GROUP_KEYS is the setup
 
 
@@ -66,6 +66,14 @@ class ParabolaFit:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         return self.a * x**2 + self.b * x + self.c
+
+    def near_optimal_width(self, rel_tol: float = 0.01) -> float:
+        """Width in log2 norm of the range where the fitted loss is within `rel_tol` of
+        loss*: a·(x − x*)² ≤ rel_tol·loss* (PAPER.md §6.7: decay widens it ×4–8, i.e. by
+        2–3 in log2). NaN without a minimum."""
+        if not self.has_minimum:
+            return math.nan
+        return 2 * math.sqrt(rel_tol * self.loss_star / self.a)
 
 
 def nearest_to_min(x: np.ndarray, y: np.ndarray, k: int = 7) -> np.ndarray:
@@ -309,6 +317,25 @@ def scale_label(scales: tuple[float, ...]) -> str:
         return f"1/{inv:g}" if abs(inv - round(inv)) < 1e-9 else f"{v:g}"
     base = scales[0] if scales[0] else 1.0
     return " : ".join(frac(s / base) for s in scales)
+
+
+def compare_setups(optima: Sequence[Optimum], key: str) -> list[dict[str, Any]]:
+    """Setups that differ only in `key` (e.g. `schedule.name`: constant vs decayed, Fig. 8),
+    side by side at each (D, B) they share: one row `{setup, log2_D, batch_size, by_value:
+    {value: {x_star, loss_star, log2_eta_star, width}}}` (width: `near_optimal_width`)."""
+    rows: dict[tuple, dict[Any, Optimum]] = defaultdict(dict)
+    for o in _ok(optima):
+        rest = tuple((k, v) for k, v in o.setup if k != key)
+        rows[(rest, o.log2_D, o.batch_size)][o.setting(key)] = o
+    out = []
+    for (rest, d, b), by_value in sorted(rows.items(), key=lambda kv: str(kv[0])):
+        if len(by_value) < 2:
+            continue
+        out.append({"setup": dict(rest), "log2_D": d, "batch_size": b, "by_value": {
+            v: {"x_star": o.x_star, "loss_star": o.loss_star, "log2_eta_star": o.log2_eta_star,
+                "width": (o.fixed or o.free).near_optimal_width()}
+            for v, o in sorted(by_value.items(), key=lambda kv: str(kv[0]))}})
+    return sorted(out, key=lambda r: (str(r["setup"]), r["log2_D"], r["batch_size"]))
 
 
 def lr_scale_ranking(table: Sequence[Row], *, top: float = 0.1, loss_key: str = "loss",

@@ -14,7 +14,7 @@ def get_config():
     sweep = ml_collections.ConfigDict()
     sweep.base = cpu_study_config()
     sweep.grid = (
-        ("batch_size", (8, 16, 32)),
+        ("batch_size", (8, 16, 32, 64)),
         ("optimizer.learning_rate", tuple(2.0 ** (k / 2) for k in range(-16, 1))),  # 2^-8…2^0
     )
     sweep.max_tokens = 2**19

@@ -1,5 +1,7 @@
 """Run configs: bad values and unknown keys are errors that name the key and the choices."""
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ("steps", 0, r"config.steps=0 must be a positive number"),
         ("mesh.data", 16, r"mesh=.*needs 16 devices; there are 8"),
         ("batch_size", 12, r"batch_size=12 must divide by data×fsdp = 8"),
+        ("keep_steps", (5, 500), r"keep_steps has 500; each must be a step in \[1, 100\]"),
+        ("branch.workdir", "../run", r"branch.step=0 must be in \[1, steps=100\)"),
     ],
 )
 def test_invalid_values(key, value, message):
@@ -78,3 +82,22 @@ def test_unknown_override_key_is_an_error(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "learnig_rate" in out.stderr and "learning_rate" in out.stderr  # the close match
+
+
+def test_saved_json_config_gets_new_defaults_and_refuses_unknown_keys(tmp_path):
+    """from_json.py: a config saved before keys were added still runs; a typo is an error."""
+    path = os.path.join(ROOT, "experiments", "configs", "from_json.py")
+    spec = importlib.util.spec_from_file_location("from_json", path)
+    from_json = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(from_json)
+    old = json.loads(base_config().to_json())
+    del old["keep_steps"], old["branch"]  # keys added after this config was saved
+    old["model"]["d_model"], old["keep_every"] = 96, 7
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    config = from_json.get_config(str(tmp_path / "old.json"))
+    assert config.model.d_model == 96 and config.keep_every == 7
+    assert config.keep_steps == () and config.branch.workdir == ""
+    old["optimizer"]["learning_rte"] = 0.1
+    (tmp_path / "typo.json").write_text(json.dumps(old))
+    with pytest.raises(KeyError, match="learning_rte"):
+        from_json.get_config(str(tmp_path / "typo.json"))

@@ -443,7 +443,12 @@ def test_plot_py_end_to_end(small_sweep, tmp_path):
 def test_iso_norm_prediction_recovers_known_eta_star(table, optima):
     """predict_lr's method on a sweep with known laws: η* at an unseen (B, D) and
     leave-one-out errors well under one grid step (2^0.25)."""
-    from scion_jax.analysis.predict import leave_one_out, norm_laws, predict_log2_eta
+    from scion_jax.analysis.predict import (
+        leave_one_out,
+        norm_laws,
+        predict_held_out,
+        predict_log2_eta,
+    )
 
     x_fit, n_fit = norm_laws(table, optima)
     assert n_fit["u"] == pytest.approx(1.0, abs=0.05)  # log2 N = log2 η + v·log2 B + w·log2 D
@@ -455,3 +460,9 @@ def test_iso_norm_prediction_recovers_known_eta_star(table, optima):
     assert len(rows) == sum(o.ok for o in optima)
     err = np.array([r["log2_eta_iso_norm"] - r["log2_eta_measured"] for r in rows])
     assert np.sqrt(np.mean(err**2)) < 0.15
+    top = max(o.log2_B for o in optima)  # every horizon of the largest B, from the others
+    held = predict_held_out(table, optima, lambda log2_b, _: log2_b == top)
+    assert {r["log2_D"] for r in held} == {o.log2_D for o in optima if o.ok and o.log2_B == top}
+    for r in held:
+        truth = TRUTH.alpha * top + TRUTH.beta * r["log2_D"] + TRUTH.gamma
+        assert r["log2_eta_iso_norm"] == pytest.approx(truth, abs=0.25)

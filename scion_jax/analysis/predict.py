@@ -7,14 +7,15 @@ near-linear in log2 space, so η* follows by solving one for the other:
   2. reached norm   log2 N(η, B, D) ≈ u·log2 η + v·log2 B + w·log2 D + z
                                       (fit over runs near their sweep's optimum)
   3. log2 η*(B, D) = (x*(B, D) − v·log2 B − w·log2 D − z) / u.
-`leave_one_out` checks it against the sweep's own optima, beside the global power law
-log2 η* = α·log2 B + β·log2 D + γ (Fig. 3b) fitted on the same data.
+`leave_one_out` and `predict_held_out` (e.g. a whole batch size) check it against the sweep's
+own optima, beside the global power law log2 η* = α·log2 B + β·log2 D + γ (Fig. 3b) fitted
+on the same data.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,21 +52,30 @@ def predict_log2_eta(x_fit: LinearFit, n_fit: LinearFit, log2_b: float, log2_d: 
     return (x_star - n_fit["v"] * log2_b - n_fit["w"] * log2_d - n_fit["z"]) / n_fit["u"]
 
 
+def predict_held_out(table: Sequence[Row], optima: Sequence[Optimum],
+                     is_held: Callable[[float, float], bool], *,
+                     window: float = 1.5) -> list[dict[str, float]]:
+    """η* of every optimum with `is_held(log2 B, log2 D)`, predicted from the other optima and
+    rows only, by the iso-norm relation and by the global power law, beside the measured
+    (interpolated) η*. E.g. hold out one batch size to test extrapolation in B."""
+    held = [o for o in optima if o.ok and is_held(o.log2_B, o.log2_D)]
+    rest_optima = [o for o in optima if not is_held(o.log2_B, o.log2_D)]
+    rest_rows = [r for r in table if not is_held(r["log2_B"], r["log2_D"])]
+    x_fit, n_fit = norm_laws(rest_rows, rest_optima, window=window)
+    power = fit_global(rest_optima, eta="log2_eta_interp")
+    return [{
+        "log2_B": o.log2_B, "log2_D": o.log2_D, "log2_eta_measured": o.log2_eta_interp,
+        "log2_eta_iso_norm": predict_log2_eta(x_fit, n_fit, o.log2_B, o.log2_D),
+        "log2_eta_power_law": float(power.predict([o.log2_B, o.log2_D, 1.0])),
+    } for o in held]
+
+
 def leave_one_out(table: Sequence[Row], optima: Sequence[Optimum], *,
                   window: float = 1.5) -> list[dict[str, float]]:
-    """For each (B, D) optimum: its η* predicted from the rest of the sweep, by the iso-norm
-    relation and by the global power law, beside the measured (interpolated) η*."""
+    """`predict_held_out` for each (B, D) optimum in turn, the rest of the sweep fitting."""
     out = []
-    for held in (o for o in optima if o.ok):
-        key = _key(held.log2_B, held.log2_D)
-        rest_optima = [o for o in optima if _key(o.log2_B, o.log2_D) != key]
-        rest_rows = [r for r in table if _key(r["log2_B"], r["log2_D"]) != key]
-        x_fit, n_fit = norm_laws(rest_rows, rest_optima, window=window)
-        power = fit_global(rest_optima, eta="log2_eta_interp")
-        out.append({
-            "log2_B": held.log2_B, "log2_D": held.log2_D,
-            "log2_eta_measured": held.log2_eta_interp,
-            "log2_eta_iso_norm": predict_log2_eta(x_fit, n_fit, held.log2_B, held.log2_D),
-            "log2_eta_power_law": float(power.predict([held.log2_B, held.log2_D, 1.0])),
-        })
+    for o in (o for o in optima if o.ok):
+        key = _key(o.log2_B, o.log2_D)
+        out += predict_held_out(table, optima, lambda b, d, key=key: _key(b, d) == key,
+                                window=window)
     return out

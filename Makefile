@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test run lint clean
+.PHONY: test run lint results clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,25 @@ test: $(STAMP)
 # Extra flags: make run ARGS="--config.steps=600"
 run: $(STAMP)
 	$(BIN)/python experiments/run.py --config=experiments/configs/quickstart.py $(ARGS)
+
+# Re-analyse the committed CPU studies from their sweeps (experiments/configs/sweeps/cpu_*.py,
+# run with experiments/sweep.py into $(SWEEPS)): tables, fits and figures in experiments/results.
+SWEEPS ?= workdirs/sweeps
+RESULTS := experiments/results
+PLOT = $(BIN)/python experiments/plot.py
+results: $(STAMP)
+	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_lr_batch --out_dir=$(RESULTS)/cpu_lr_batch
+	$(BIN)/python experiments/predict_lr.py --sweep_dir=$(SWEEPS)/cpu_lr_batch --leave_one_out \
+		--hold_out_batch=64 --out=$(RESULTS)/cpu_lr_batch/predict_lr.json
+	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_lr_batch,$(SWEEPS)/cpu_width --out_dir=$(RESULTS)/cpu_width
+	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_lr_batch,$(SWEEPS)/cpu_depth --out_dir=$(RESULTS)/cpu_depth
+	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_long --out_dir=$(RESULTS)/cpu_long
+	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_decay --out_dir=$(RESULTS)/cpu_decay
+	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_lr_batch,$(SWEEPS)/cpu_momentum --out_dir=$(RESULTS)/cpu_momentum
+	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_lr_batch,$(SWEEPS)/cpu_weight_decay \
+		--out_dir=$(RESULTS)/cpu_weight_decay
+	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_adamw --out_dir=$(RESULTS)/cpu_adamw
+	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_lr_ratio --out_dir=$(RESULTS)/cpu_lr_ratio
 
 lint: $(STAMP)
 	$(BIN)/ruff check scion_jax tests experiments

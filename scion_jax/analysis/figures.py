@@ -203,35 +203,52 @@ def fig_optima_by_horizon(optima: Sequence[Optimum], path: str, *, max_curves: i
 
 def fig_optima_by_model(optima: Sequence[Optimum], path: str, *, key: str = "model.d_model",
                         log2_D: float | None = None) -> str:
-    """Fig. 2b: at horizon D, one curve of per-B optima per value of `key` (width
-    `model.d_model` or depth `model.n_layers`); the best B of each starred, and the band of
-    their norms."""
+    """Fig. 2b for width (`model.d_model`) or depth (`model.n_layers`), over the batch sizes
+    every value of `key` has. Left: the optimal log2 norm at each value's best B vs log2 D
+    (transfer = the lines coincide). Right: at horizon D (default: the largest all share),
+    one curve of per-B optima per value, its best B starred, and the band of their norms."""
     ok = [o for o in optima if o.ok and o.setting(key) is not None]
     values = sorted({o.setting(key) for o in ok})
     if len(values) < 2:
         raise ValueError(f"{key} takes {len(values)} value(s); Fig. 2b needs ≥ 2")
+    shared = set.intersection(*({o.batch_size for o in ok if o.setting(key) == v}
+                                for v in values))
+    ok = [o for o in ok if o.batch_size in shared] or ok
     if log2_D is None:  # the largest D that every value of `key` has
         common = set.intersection(*({o.log2_D for o in ok if o.setting(key) == v}
                                     for v in values))
         log2_D = max(common) if common else max(o.log2_D for o in ok)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    name = key.split(".")[-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     cmap = plt.get_cmap("viridis")
     stars = []
     for i, v in enumerate(values):
+        col = cmap(i / max(len(values) - 1, 1) * 0.9)
+        best = best_per_horizon([o for o in ok if o.setting(key) == v])
+        left.plot([o.log2_D for o in best], [o.x_star for o in best], "o-", color=col, ms=4,
+                  label=f"{name} = {v}")
         pts = sorted((o for o in ok if o.setting(key) == v and o.log2_D == log2_D),
                      key=lambda o: o.batch_size)
         if not pts:
             continue
-        col = cmap(i / max(len(values) - 1, 1) * 0.9)
-        ax.plot([o.x_star for o in pts], [o.loss_star for o in pts], "o-", color=col, ms=4,
-                label=f"{key.split('.')[-1]} = {v}")
-        stars.append(min(pts, key=lambda o: o.loss_star))
-    ax.plot([o.x_star for o in stars], [o.loss_star for o in stars], "k*", ms=11, label="best B")
+        right.plot([o.x_star for o in pts], [o.loss_star for o in pts], "o-", color=col, ms=4,
+                   label=f"{name} = {v}")
+        star = min(pts, key=lambda o: o.loss_star)
+        right.plot(star.x_star, star.loss_star, "*", color=col, mec="k", ms=14)
+        stars.append(star)
     xs = np.array([o.x_star for o in stars])
-    _band(ax, {"mean": float(xs.mean()), "std": float(xs.std()), "n": len(xs)}, "optimal norm")
-    ax.set(xlabel="log2 output norm at the optimum", ylabel="loss*",
-           title=f"Fig. 2b: optima across {key.split('.')[-1]} at D = 2^{log2_D:g}")
-    ax.legend(fontsize=7)
+    _band(right, {"mean": float(xs.mean()), "std": float(xs.std()), "n": len(xs)},
+          "optimal norm")
+    lo, hi = right.get_xlim()
+    mid = (lo + hi) / 2
+    right.set_xlim(min(lo, mid - 0.75), max(hi, mid + 0.75))  # don't magnify tiny spreads
+    left.set(xlabel="log2 D (tokens)", ylabel="log2 output norm at the optimum (best B)",
+             title=f"optimal norm vs horizon, per {name}")
+    right.set(xlabel="log2 output norm at the optimum", ylabel="loss*",
+              title=f"per-B optima at D = 2^{log2_D:g} (★ best B)")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    fig.suptitle(f"Fig. 2b: the optimal output norm across {name}", y=1.0)
     return _save(fig, path)
 
 

@@ -124,11 +124,13 @@ def points(sweep) -> list[tuple[str, dict, str | None]]:
 
 def check_same_config(run_dir: str, config: dict) -> None:
     """A run directory made by an earlier version of the sweep (different defaults or
-    grid) must not be mixed into this one: every key both configs have must agree."""
+    grid) must not be mixed into this one: the config the run executes (its stored JSON
+    over today's defaults, as `from_json.py` loads it) must equal this point's."""
     with open(os.path.join(run_dir, "config.json")) as f:
-        stored = flatten(json.load(f))
-    wanted = flatten(config)
-    differ = sorted(k for k in stored.keys() & wanted.keys() if stored[k] != wanted[k])
+        stored = config_lib.base_config()
+        stored.update(json.load(f))
+    stored, wanted = flatten(json.loads(stored.to_json())), flatten(config)
+    differ = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
     if differ:
         shown = ", ".join(f"{k}: {stored[k]!r} there, {wanted[k]!r} here" for k in differ[:4])
         raise ValueError(

@@ -88,6 +88,11 @@ def test_sweep_runs_records_failures_and_resumes(tmp_path):
     third = _sweep(changed, sweep_dir, "--mode=commands")
     assert third.returncode != 0
     assert "was made with a different config (eval_batches: 1 there, 2 here)" in third.stderr
+    changed.write_text(SWEEP_CONFIG.format(corpus=str(corpus / "*.txt")).replace(
+        "base.seq_len, base.eval_batches = 32, 1",
+        "base.seq_len, base.eval_batches, base.eval_sequences = 32, 1, 8"))
+    fourth = _sweep(changed, sweep_dir, "--mode=commands")  # a key the stored config lacks
+    assert "(eval_sequences: 0 there, 8 here)" in fourth.stderr
 
 
 def _load(name, path):

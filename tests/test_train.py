@@ -165,6 +165,20 @@ def test_decayed_branch_equals_an_uninterrupted_decayed_run(corpus, tmp_path):
               str(tmp_path / "bad"))
 
 
+def test_eval_sequences_give_every_batch_size_the_same_held_out_set(corpus, tmp_path):
+    """At init (same seed, same weights) the held-out loss depends only on the held-out set:
+    equal across B with `eval_sequences`, not with `eval_batches` (B sequences per batch)."""
+
+    def init_eval_loss(batch_size, **overrides):
+        workdir = str(tmp_path / f"b{batch_size}_{len(overrides)}")
+        train(tiny_config(corpus, steps=1, batch_size=batch_size, **overrides), workdir)
+        return read_rows(os.path.join(workdir, "metrics.jsonl"))[0]["eval_loss"]
+
+    fixed = init_eval_loss(4, eval_sequences=8)
+    assert fixed == pytest.approx(init_eval_loss(8, eval_sequences=8))
+    assert init_eval_loss(4) != pytest.approx(init_eval_loss(8), abs=1e-6)
+
+
 def test_sigterm_saves_and_exits(corpus, tmp_path):
     config = tiny_config(corpus, steps=400, checkpoint_every=1000, log_every=1)
     proc = subprocess.Popen(

@@ -80,7 +80,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.norm_every = 16
     c.norm_power_iters = 0  # σ_max for rms_to_rms norms: 0 = exact SVD, else power iterations
     c.eval_every = 100
-    c.eval_batches = 4
+    c.eval_batches = 4  # held-out batches of batch_size sequences, unless ...
+    c.eval_sequences = 0  # ... > 0: this many held-out sequences, whatever the batch size
     c.checkpoint_every = 100
     c.keep_checkpoints = 2  # the last N ...
     c.keep_every = 0  # ... plus every M steps (0: none) ...
@@ -162,6 +163,11 @@ def validate(
             raise ValueError(
                 f"config.keep_steps has {step!r}; each must be a step in [1, {config.steps}]."
             )
+    if config.eval_sequences % config.batch_size:
+        raise ValueError(
+            f"config.eval_sequences={config.eval_sequences} must be a multiple of "
+            f"batch_size={config.batch_size} (evaluated in batches of that size)."
+        )
     if config.branch.workdir and not 0 < config.branch.step < config.steps:
         raise ValueError(
             f"config.branch.step={config.branch.step} must be in [1, steps={config.steps})."

@@ -141,8 +141,10 @@ def _siblings(optima: list[fits_lib.Optimum], setup: tuple, key: str) -> list[fi
     return [o for o in optima if {k: v for k, v in o.setup if k != key} == base]
 
 
-VARIANT_KEYS = ("schedule.name", "optimizer.momentum", "optimizer.weight_decay",
-                "optimizer.name", "model.compute_dtype")
+# Setups differing in one of these are compared side by side (Fig. 8, `fig8_<name>.png`).
+VARIANT_KEYS = {"schedule.name": "schedule", "optimizer.momentum": "momentum",
+                "optimizer.weight_decay": "weight_decay", "optimizer.name": "optimizer",
+                "model.compute_dtype": "compute_dtype"}
 
 
 def _collect_all(sweep_dirs: list[str], **kwargs: Any) -> Table:
@@ -166,8 +168,7 @@ def _comparison_figures(table: Table, optima: list[fits_lib.Optimum], varying: l
         record["comparisons"][key] = rows
         if rows:
             last = max(rows, key=lambda r: (len(r["by_value"]), r["log2_D"], -r["batch_size"]))
-            short = key.split(".")[-1]
-            _figure(f"fig8_{short}.png", out_dir, made, lambda p, k=key, r=last:
+            _figure(f"fig8_{VARIANT_KEYS[key]}.png", out_dir, made, lambda p, k=key, r=last:
                     figures.fig_compare_setups(table, optima, p, key=k, log2_D=r["log2_D"],
                                                batch_size=r["batch_size"]))
     decayed = [o.setup for o in optima if (o.setting("optimizer.weight_decay") or 0) > 0]

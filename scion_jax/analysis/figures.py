@@ -333,7 +333,7 @@ def fig_compare_setups(table: Sequence[Row], optima: Sequence[Optimum], path: st
         ax.scatter(x, y, color=col, s=22)
         xs = np.linspace(fit.x_lo - 0.5, fit.x_hi + 0.5, 100)
         ax.plot(xs, fit(xs), "-", color=col, lw=1.2, label=(
-            f"{key.split('.')[-1]} = {o.setting(key)}: x* = {o.x_star:.2f}, "
+            f"{o.setting(key)}: x* = {o.x_star:.2f}, "
             f"loss* = {o.loss_star:.3f}, 1% width {fit.near_optimal_width():.2f}"))
         ax.axvline(o.x_star, color=col, ls=":", lw=1)
     ys = np.array(ys)
@@ -341,7 +341,7 @@ def fig_compare_setups(table: Sequence[Row], optima: Sequence[Optimum], path: st
     if spread > 0:
         ax.set_ylim(ys.min() - 0.2 * spread, ys.min() + 4 * spread)
     ax.set(xlabel="log2 output norm", ylabel=loss_key.replace("_", " "),
-           title=title or f"Fig. 8: D = 2^{log2_D:g}, B = {batch_size:g}")
+           title=title or f"Fig. 8: {key} at D = 2^{log2_D:g}, B = {batch_size:g}")
     ax.legend(fontsize=7, loc="upper center")
     return _save(fig, path)
 

@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib import colors  # noqa: E402
+from matplotlib import colors, ticker  # noqa: E402
 
 from scion_jax.analysis.collect import BATCH_KEY, Row  # noqa: E402
 from scion_jax.analysis.fits import (  # noqa: E402
@@ -159,12 +159,19 @@ def fig_norm_vs_tokens(table: Sequence[Row], path: str, *, setup: tuple | None =
             ax.plot([r["tokens"] for r in run_rows], [r["output_norm"] for r in run_rows],
                     color=cmap(norm(run_rows[0]["log2_lr"])), lw=1, marker=".", ms=3)
         ax.axhline(1.0, color="0.5", ls=":", lw=0.8)
-        ax.set(xscale="log", yscale="log", xlabel="tokens", ylabel="output norm",
-               title=f"B = {b:g}")
+        _log2_tokens_axis(ax)
+        ax.set(yscale="log", ylabel="output norm", title=f"B = {b:g}")
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="log2 η",
                  shrink=0.8)
     fig.suptitle("Fig. 1b: output norm grows with tokens and with η", y=1.02)
     return _save(fig, path)
+
+
+def _log2_tokens_axis(ax: plt.Axes) -> None:
+    """Tokens on a log2 axis labelled 2^k (log10 minor labels would collide)."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xlabel("tokens")
 
 
 def _band(ax: plt.Axes, band: dict[str, float], label: str) -> None:
@@ -365,12 +372,13 @@ def fig_layer_norms(table: Sequence[Row], path: str, *, setup: tuple | None = No
             ax.plot([r["tokens"] for r in run_rows], [r[key] for r in run_rows],
                     color=cmap(norm(run_rows[0]["log2_lr"])), lw=1, marker=".", ms=3)
         if reference is not None:
-            ax.axhline(reference, color="k", ls="--", lw=1, label=f"{reference:g}")
-            ax.legend(fontsize=8)
-        ax.set(xscale="log", yscale="log", xlabel="tokens", title=key.replace("_", " "))
+            ax.axhline(reference, color="k", ls="--", lw=1)
+        _log2_tokens_axis(ax)
+        ax.set(yscale="log", title=key.replace("_", " "))
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes), label="log2 η",
                  shrink=0.8)
-    fig.suptitle("Fig. 9: layer norms vs tokens", y=1.02)
+    ref = "" if reference is None else f" (dashed: {reference:g})"
+    fig.suptitle(f"Fig. 9: layer norms vs tokens{ref}", y=1.02)
     return _save(fig, path)
 
 

@@ -55,6 +55,8 @@ _LOSS = flags.DEFINE_enum("loss", "loss", ["loss", "eval_loss"],
 _DROP_EXTRAPOLATED = flags.DEFINE_bool(
     "drop_extrapolated", False,
     "Leave optima whose vertex lies outside the fitted points out of the scaling fits.")
+_FREE_C = flags.DEFINE_bool("free_c", False,
+                            "Take the optima from the free-c parabola fits (default: c = ln V).")
 _ALLOW_PARTIAL = flags.DEFINE_bool("allow_partial", False,
                                    "Keep unfinished runs (their reached horizons only).")
 
@@ -181,7 +183,7 @@ def _comparison_figures(table: Table, optima: list[fits_lib.Optimum], varying: l
 def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None = None, k: int = 7,
             window: int = 1, target_log2_norm: float | None = None,
             allow_partial: bool = False, loss_key: str = "loss",
-            drop_extrapolated: bool = False) -> dict[str, Any]:
+            drop_extrapolated: bool = False, free_c: bool = False) -> dict[str, Any]:
     """The whole pipeline; returns the fits record (also written to `out_dir/fits.json`)."""
     sweep_dirs = [sweep_dir] if isinstance(sweep_dir, str) else list(sweep_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -197,7 +199,8 @@ def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None 
     n_runs = len({r["run"] for r in table})
     print(f"{n_runs} runs, {len(table)} rows → {os.path.join(out_dir, 'table.csv')}")
 
-    optima = fits_lib.fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key)
+    optima = fits_lib.fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key,
+                                 free_c=free_c)
     if drop_extrapolated:
         n = len(optima)
         optima = [o for o in optima if o.in_range]
@@ -207,7 +210,8 @@ def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None 
                and len({dict(s).get(key) for s in setups}) > 1]
     record: dict[str, Any] = {
         "sweep_dirs": [os.path.relpath(d) for d in sweep_dirs], "k": k, "window": window,
-        "loss": loss_key, "vocab_size": vocab_size, "drop_extrapolated": drop_extrapolated,
+        "loss": loss_key, "vocab_size": vocab_size, "free_c": free_c,
+        "drop_extrapolated": drop_extrapolated,
         "n_runs": n_runs, "n_rows": len(table),
         "skipped_runs": skipped, "varying": varying, "setups": [],
     }
@@ -267,7 +271,7 @@ def main(argv: list[str]) -> None:
     analyse(_SWEEP.value, _OUT.value, vocab_size=_VOCAB.value, k=_K.value,
             window=_WINDOW.value, target_log2_norm=_TARGET.value,
             allow_partial=_ALLOW_PARTIAL.value, loss_key=_LOSS.value,
-            drop_extrapolated=_DROP_EXTRAPOLATED.value)
+            drop_extrapolated=_DROP_EXTRAPOLATED.value, free_c=_FREE_C.value)
 
 
 if __name__ == "__main__":

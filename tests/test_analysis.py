@@ -235,6 +235,20 @@ def test_fit_parabola_exact_fixed_free_and_no_minimum():
         fit_parabola(x[:2], y[:2])
 
 
+def test_free_c_optimum_when_the_loss_does_not_pass_through_ln_v():
+    """A sweep whose parabola misses the init point (0, ln V): the fixed-c vertex is biased,
+    `free_c` takes the optimum from the free fit and recovers it."""
+    x = np.linspace(2.0, 6.0, 9)
+    table = [{"run": f"r{i}", "log2_D": 19, "batch_size": 16, "log2_norm": v, "log2_lr": v - 6,
+              "loss": 0.05 * (v - 4.0) ** 2 + 2.0, "model.vocab_size": 256}
+             for i, v in enumerate(x)]
+    (fixed,) = fit_optima(table)
+    (free,) = fit_optima(table, free_c=True)
+    assert abs(fixed.x_star - 4.0) > 0.05 and fixed.fit is fixed.fixed and not fixed.free_c
+    assert free.x_star == pytest.approx(4.0) and free.fit is free.free and free.free_c
+    assert free.loss_star == pytest.approx(2.0) and free.fixed.c == pytest.approx(math.log(256))
+
+
 def test_optima_recover_the_known_vertex(optima):
     assert len(optima) == 7 * len(HORIZONS)
     for o in optima:

@@ -119,7 +119,7 @@ def fig_loss_vs_norm(table: Sequence[Row], optima: Sequence[Optimum], path: str,
         ax.plot(x, y, color="0.8", lw=0.8, zorder=1)
         ax.scatter(x, y, c=lr, cmap=cmap, norm=norm, s=22, zorder=2)
         o = opt.get(b)
-        fit = None if o is None else (o.fixed or o.free)
+        fit = None if o is None else o.fit
         if fit is not None and fit.has_minimum:
             xs = np.linspace(fit.x_lo - 0.5, fit.x_hi + 0.5, 100)
             ax.plot(xs, fit(xs), "r-", lw=1.2, label=f"fit, x* = {fit.x_star:.2f}")
@@ -336,7 +336,7 @@ def fig_compare_setups(table: Sequence[Row], optima: Sequence[Optimum], path: st
         y = np.array([r[loss_key] for r in rows])
         ys.extend(y)
         col = plt.get_cmap("tab10")(i)
-        fit = o.fixed or o.free
+        fit = o.fit
         ax.scatter(x, y, color=col, s=22)
         xs = np.linspace(fit.x_lo - 0.5, fit.x_hi + 0.5, 100)
         ax.plot(xs, fit(xs), "-", color=col, lw=1.2, label=(

@@ -139,6 +139,7 @@ class Optimum:
     loss_emp: float
     log2_eta_emp: float
     in_range: bool = True  # the vertex lies within the fitted points (not extrapolated)
+    free_c: bool = False  # the optimum comes from the free-c fit
 
     @property
     def log2_B(self) -> float:
@@ -146,6 +147,11 @@ class Optimum:
 
     def setting(self, key: str) -> Any:
         return dict(self.setup).get(key)
+
+    @property
+    def fit(self) -> ParabolaFit | None:
+        """The fit x_star and loss_star come from (`fixed`, unless c was free or unknown)."""
+        return self.free if self.fixed is None or self.free_c else self.fixed
 
 
 def _groups(table: Sequence[Row], keys: Sequence[str]) -> dict[tuple, list[Row]]:
@@ -166,11 +172,13 @@ def _num(v: Any) -> float:
 
 
 def fit_optima(table: Sequence[Row], *, vocab_size: int | None = None, k: int = 7,
-               loss_key: str = "loss", group_keys: Sequence[str] = GROUP_KEYS) -> list[Optimum]:
+               loss_key: str = "loss", group_keys: Sequence[str] = GROUP_KEYS,
+               free_c: bool = False) -> list[Optimum]:
     """One `Optimum` per LR sweep (group of rows sharing `group_keys`) with ≥ 3 runs.
 
     ln V for the fixed-c fit comes from `vocab_size`, else from each group's
-    `model.vocab_size`; with neither only the free-c fit is made and used.
+    `model.vocab_size`; with neither only the free-c fit is made and used. `free_c` takes
+    the optimum from the free-c fit even when ln V is known (both fits are kept).
     """
     optima = []
     for key, rows in _groups(table, group_keys).items():
@@ -191,7 +199,7 @@ def fit_optima(table: Sequence[Row], *, vocab_size: int | None = None, k: int = 
                 fits[name] = fit_parabola(x, y, c=cc, k=k)
             except ValueError:
                 pass
-        main = fits["fixed"] if c is not None else fits["free"]
+        main = fits["fixed"] if c is not None and not free_c else fits["free"]
         i_emp = int(np.argmin(y))
         ok = main is not None and main.has_minimum
         if main is None:
@@ -213,7 +221,8 @@ def fit_optima(table: Sequence[Row], *, vocab_size: int | None = None, k: int = 
             loss_star=main.loss_star if ok else math.nan, log2_eta_star=eta_star,
             log2_eta_interp=eta_interp, ok=ok, flag=flag, fixed=fits["fixed"],
             free=fits["free"], n_runs=len(x), x_emp=float(x[i_emp]), loss_emp=float(y[i_emp]),
-            log2_eta_emp=float(lr[i_emp]), in_range=bool(main is not None and main.in_range)))
+            log2_eta_emp=float(lr[i_emp]), in_range=bool(main is not None and main.in_range),
+            free_c=main is fits["free"]))
     return optima
 
 
@@ -333,7 +342,7 @@ def compare_setups(optima: Sequence[Optimum], key: str) -> list[dict[str, Any]]:
             continue
         out.append({"setup": dict(rest), "log2_D": d, "batch_size": b, "by_value": {
             v: {"x_star": o.x_star, "loss_star": o.loss_star, "log2_eta_star": o.log2_eta_star,
-                "width": (o.fixed or o.free).near_optimal_width()}
+                "width": o.fit.near_optimal_width()}
             for v, o in sorted(by_value.items(), key=lambda kv: str(kv[0]))}})
     return sorted(out, key=lambda r: (str(r["setup"]), r["log2_D"], r["batch_size"]))
 

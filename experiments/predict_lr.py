@@ -7,16 +7,18 @@
 
 See `scion_jax.analysis.predict` for the method. Leave-one-out holds out each (B, D) optimum
 in turn and predicts its η* from the rest, beside the global power law fitted on the same rest;
-`--hold_out_batch` holds out every horizon of one batch size (extrapolation in B).
+`--hold_out_batch` holds out every horizon of one batch size (extrapolation in B);
+`--check_dir` predicts the optima of another sweep, e.g. one at longer horizons.
 """
 
 import json
+import os
 import warnings
 
 import numpy as np
 from absl import app, flags
 
-from scion_jax.analysis import SweepWarning, collect, fit_optima
+from scion_jax.analysis import SweepWarning, collect, fit_global, fit_optima
 from scion_jax.analysis.collect import atomic_write_text
 from scion_jax.analysis.predict import (
     leave_one_out,
@@ -30,6 +32,8 @@ flags.DEFINE_integer("batch_size", None, "B (sequences) to predict η* for.")
 flags.DEFINE_float("log2_tokens", None, "log2 of the horizon D (tokens) to predict η* for.")
 flags.DEFINE_bool("leave_one_out", False, "Check the method on the sweep's own optima.")
 flags.DEFINE_integer("hold_out_batch", None, "Predict every optimum of this B from the rest.")
+flags.DEFINE_string("check_dir", None,
+                    "Another sweep (e.g. longer horizons): predict its optima from this one.")
 flags.DEFINE_string("out", None, "Write the check tables as JSON here.")
 flags.DEFINE_integer("vocab_size", None, "V for c = ln V (default: the runs' config).")
 FLAGS = flags.FLAGS
@@ -59,9 +63,33 @@ def main(_):
         checks[f"hold_out_B{FLAGS.hold_out_batch}"] = predict_held_out(
             table, optima, lambda log2_b, _: log2_b == held
         )
+    if FLAGS.check_dir:
+        checks[f"check_{os.path.basename(os.path.normpath(FLAGS.check_dir))}"] = _check_other(
+            table, optima, FLAGS.check_dir
+        )
     record = {name: _report(name, rows) for name, rows in checks.items()}
     if FLAGS.out and record:
         atomic_write_text(FLAGS.out, json.dumps(record, indent=1))
+
+
+def _check_other(table, optima, check_dir: str) -> list[dict[str, float]]:
+    """The optima of another sweep beside their η* predicted from this one's laws."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SweepWarning)
+        other = fit_optima(collect(check_dir), vocab_size=FLAGS.vocab_size)
+    x_fit, n_fit = norm_laws(table, optima)
+    power = fit_global(optima, eta="log2_eta_interp")
+    return [
+        {
+            "log2_B": o.log2_B,
+            "log2_D": o.log2_D,
+            "log2_eta_measured": o.log2_eta_interp,
+            "log2_eta_iso_norm": predict_log2_eta(x_fit, n_fit, o.log2_B, o.log2_D),
+            "log2_eta_power_law": float(power.predict([o.log2_B, o.log2_D, 1.0])),
+        }
+        for o in other
+        if o.ok
+    ]
 
 
 def _report(name: str, rows: list[dict[str, float]]) -> dict:

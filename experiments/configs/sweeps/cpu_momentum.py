@@ -15,7 +15,7 @@ def get_config():
     sweep.base.optimizer.momentum = 0.1
     sweep.grid = (
         ("batch_size", (8, 16, 32)),
-        ("optimizer.learning_rate", tuple(2.0 ** (k / 2) for k in range(-7, 1))),  # 2^-3.5…2^0
+        ("optimizer.learning_rate", tuple(2.0 ** (k / 2) for k in range(-9, 1))),  # 2^-4.5…2^0
     )
     sweep.max_tokens = 2**19
     return sweep

@@ -27,9 +27,10 @@ SWEEPS ?= workdirs/sweeps
 RESULTS := experiments/results
 PLOT = $(BIN)/python experiments/plot.py
 results: $(STAMP)
-	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_lr_batch --out_dir=$(RESULTS)/cpu_lr_batch
+	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_lr_batch,$(SWEEPS)/cpu_batch4 --out_dir=$(RESULTS)/cpu_lr_batch
 	$(BIN)/python experiments/predict_lr.py --sweep_dir=$(SWEEPS)/cpu_lr_batch --leave_one_out \
-		--hold_out_batch=64 --check_dir=$(SWEEPS)/cpu_long --out=$(RESULTS)/cpu_lr_batch/predict_lr.json
+		--hold_out_batch=64 --check_dir=$(SWEEPS)/cpu_long \
+		--out=$(RESULTS)/cpu_lr_batch/predict_lr.json
 	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_lr_batch,$(SWEEPS)/cpu_width --out_dir=$(RESULTS)/cpu_width
 	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_lr_batch,$(SWEEPS)/cpu_depth --out_dir=$(RESULTS)/cpu_depth
 	$(PLOT) --sweep_dir=$(SWEEPS)/cpu_long --out_dir=$(RESULTS)/cpu_long

@@ -392,7 +392,8 @@ def fig_lr_ranking(ranking: Sequence[dict[str, Any]], path: str, *, top: float =
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(rows) + 1.2))
     y = np.arange(len(rows))[::-1]
     ax.barh(y, [r["fraction"] for r in rows], color="tab:blue")
-    ax.set_yticks(y, [f"{r['label']}  (n={r['settings']})" for r in rows], fontsize=8)
+    ax.set_yticks(y, [f"{r['label']}  (n={r['settings']}, mean rank {r['mean_rank']:.1f})"
+                      for r in rows], fontsize=8)
     ax.set(xlim=(0, 1.05), xlabel=f"fraction of settings in the top {top:.0%}",
            title="Fig. 4: per-group LR scales (input : hidden : output)")
     return _save(fig, path)

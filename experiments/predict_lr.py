@@ -33,7 +33,7 @@ flags.DEFINE_float("log2_tokens", None, "log2 of the horizon D (tokens) to predi
 flags.DEFINE_bool("leave_one_out", False, "Check the method on the sweep's own optima.")
 flags.DEFINE_integer("hold_out_batch", None, "Predict every optimum of this B from the rest.")
 flags.DEFINE_string("check_dir", None,
-                    "Another sweep (e.g. longer horizons): predict its optima from this one.")
+                    "Another sweep: predict its optima at (B, D) this one lacks (e.g. longer D).")
 flags.DEFINE_string("out", None, "Write the check tables as JSON here.")
 flags.DEFINE_integer("vocab_size", None, "V for c = ln V (default: the runs' config).")
 FLAGS = flags.FLAGS
@@ -73,10 +73,12 @@ def main(_):
 
 
 def _check_other(table, optima, check_dir: str) -> list[dict[str, float]]:
-    """The optima of another sweep beside their η* predicted from this one's laws."""
+    """The optima of another sweep at (B, D) this one lacks (held out: e.g. its longer
+    horizons), beside their η* predicted from this one's laws."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SweepWarning)
         other = fit_optima(collect(check_dir), vocab_size=FLAGS.vocab_size)
+    seen = {(o.log2_B, o.log2_D) for o in optima}
     x_fit, n_fit = norm_laws(table, optima)
     power = fit_global(optima, eta="log2_eta_interp")
     return [
@@ -88,7 +90,7 @@ def _check_other(table, optima, check_dir: str) -> list[dict[str, float]]:
             "log2_eta_power_law": float(power.predict([o.log2_B, o.log2_D, 1.0])),
         }
         for o in other
-        if o.ok
+        if o.ok and (o.log2_B, o.log2_D) not in seen
     ]
 
 

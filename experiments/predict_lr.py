@@ -18,13 +18,14 @@ import warnings
 import numpy as np
 from absl import app, flags
 
-from scion_jax.analysis import SweepWarning, collect, fit_global, fit_optima
+from scion_jax.analysis import SweepWarning, collect, fit_optima
 from scion_jax.analysis.collect import atomic_write_text
 from scion_jax.analysis.predict import (
     leave_one_out,
     norm_laws,
     predict_held_out,
     predict_log2_eta,
+    predict_optima,
 )
 
 flags.DEFINE_string("sweep_dir", None, "A finished sweep (one setup).", required=True)
@@ -79,19 +80,7 @@ def _check_other(table, optima, check_dir: str) -> list[dict[str, float]]:
         warnings.simplefilter("ignore", SweepWarning)
         other = fit_optima(collect(check_dir), vocab_size=FLAGS.vocab_size)
     seen = {(o.log2_B, o.log2_D) for o in optima}
-    x_fit, n_fit = norm_laws(table, optima)
-    power = fit_global(optima, eta="log2_eta_interp")
-    return [
-        {
-            "log2_B": o.log2_B,
-            "log2_D": o.log2_D,
-            "log2_eta_measured": o.log2_eta_interp,
-            "log2_eta_iso_norm": predict_log2_eta(x_fit, n_fit, o.log2_B, o.log2_D),
-            "log2_eta_power_law": float(power.predict([o.log2_B, o.log2_D, 1.0])),
-        }
-        for o in other
-        if o.ok and (o.log2_B, o.log2_D) not in seen
-    ]
+    return predict_optima(table, optima, [o for o in other if (o.log2_B, o.log2_D) not in seen])
 
 
 def _report(name: str, rows: list[dict[str, float]]) -> dict:

@@ -132,7 +132,9 @@ def check_same_config(run_dir: str, config: dict) -> None:
     stored, wanted = flatten(json.loads(stored.to_json())), flatten(config)
     differ = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
     if differ:
-        shown = ", ".join(f"{k}: {stored[k]!r} there, {wanted[k]!r} here" for k in differ[:4])
+        shown = ", ".join(
+            f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here" for k in differ[:4]
+        )
         raise ValueError(
             f"{run_dir} was made with a different config ({shown}); move it out of the "
             "sweep directory to rerun the point, or restore the sweep config it came from."

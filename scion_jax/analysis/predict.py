@@ -52,22 +52,28 @@ def predict_log2_eta(x_fit: LinearFit, n_fit: LinearFit, log2_b: float, log2_d: 
     return (x_star - n_fit["v"] * log2_b - n_fit["w"] * log2_d - n_fit["z"]) / n_fit["u"]
 
 
-def predict_held_out(table: Sequence[Row], optima: Sequence[Optimum],
-                     is_held: Callable[[float, float], bool], *,
-                     window: float = 1.5) -> list[dict[str, float]]:
-    """η* of every optimum with `is_held(log2 B, log2 D)`, predicted from the other optima and
-    rows only, by the iso-norm relation and by the global power law, beside the measured
-    (interpolated) η*. E.g. hold out one batch size to test extrapolation in B."""
-    held = [o for o in optima if o.ok and is_held(o.log2_B, o.log2_D)]
-    rest_optima = [o for o in optima if not is_held(o.log2_B, o.log2_D)]
-    rest_rows = [r for r in table if not is_held(r["log2_B"], r["log2_D"])]
-    x_fit, n_fit = norm_laws(rest_rows, rest_optima, window=window)
-    power = fit_global(rest_optima, eta="log2_eta_interp")
+def predict_optima(table: Sequence[Row], optima: Sequence[Optimum], targets: Sequence[Optimum],
+                   *, window: float = 1.5) -> list[dict[str, float]]:
+    """η* of each target optimum (fitted ones only) predicted from `table` and `optima` by the
+    iso-norm relation and by the global power law, beside its measured (interpolated) η*."""
+    x_fit, n_fit = norm_laws(table, optima, window=window)
+    power = fit_global(optima, eta="log2_eta_interp")
     return [{
         "log2_B": o.log2_B, "log2_D": o.log2_D, "log2_eta_measured": o.log2_eta_interp,
         "log2_eta_iso_norm": predict_log2_eta(x_fit, n_fit, o.log2_B, o.log2_D),
         "log2_eta_power_law": float(power.predict([o.log2_B, o.log2_D, 1.0])),
-    } for o in held]
+    } for o in targets if o.ok]
+
+
+def predict_held_out(table: Sequence[Row], optima: Sequence[Optimum],
+                     is_held: Callable[[float, float], bool], *,
+                     window: float = 1.5) -> list[dict[str, float]]:
+    """`predict_optima` for every optimum with `is_held(log2 B, log2 D)`, from the other
+    optima and rows only. E.g. hold out one batch size to test extrapolation in B."""
+    held = [o for o in optima if is_held(o.log2_B, o.log2_D)]
+    rest_optima = [o for o in optima if not is_held(o.log2_B, o.log2_D)]
+    rest_rows = [r for r in table if not is_held(r["log2_B"], r["log2_D"])]
+    return predict_optima(rest_rows, rest_optima, held, window=window)
 
 
 def leave_one_out(table: Sequence[Row], optima: Sequence[Optimum], *,

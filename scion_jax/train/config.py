@@ -108,7 +108,6 @@ def cpu_study_config() -> ml_collections.ConfigDict:
     c.model.update(d_model=64, n_layers=4, n_heads=1, vocab_size=256)
     c.optimizer.lr_scales.hidden = 1 / 8
     c.log_every, c.norm_every, c.eval_every, c.checkpoint_every = 8, 8, 64, 256
-    c.eval_batches = 4
     return c
 
 

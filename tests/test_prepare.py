@@ -135,6 +135,7 @@ def test_sharded_prepare_equals_unsharded(tmp_path, monkeypatch):
     assert not (sharded / "index.json").exists()
     pending = [k for k in (0, 3, 6) if not (sharded / "pieces" / f"{k:06d}.json").exists()]
     assert len(pending) == 2  # the killed unit (its pieces written, no marker) and the next
+    (sharded / "pieces" / f"{pending[0]:06d}.train.bin.tmp99").write_bytes(b"half")  # killed
     done, real = [], prepare._prepare_unit
     with monkeypatch.context() as m:
         m.setattr(prepare, "_prepare_unit", lambda job: done.append(job[1]) or real(job))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import glob
 import json
 import multiprocessing
 import os
@@ -75,6 +76,8 @@ def _prepare_unit(job: tuple[str, int, Unit, str, str, Splitter]) -> dict[str, A
     out_dir, k, unit, tokenizer, text_field, splitter = job
     tok = _tokenizer(tokenizer)
     dtype = token_dtype(tok.vocab_size)
+    for stale in glob.glob(os.path.join(out_dir, _piece(k, "*.tmp*"))):  # from a killed run
+        os.remove(stale)
     tmp = {s: os.path.join(out_dir, _piece(k, f"{s}.bin")) + f".tmp{os.getpid()}" for s in SPLITS}
     files = {s: open(tmp[s], "wb") for s in SPLITS}  # noqa: SIM115 (closed below)
     counts = dict.fromkeys(SPLITS, 0)

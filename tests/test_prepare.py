@@ -18,6 +18,7 @@ from scion_jax.data import (
     english,
     get_tokenizer,
     load_corpus,
+    load_tokenizer,
     make_train_iterator,
     prepare,
     train_tokenizer,
@@ -98,6 +99,21 @@ def test_hf_tokenizer_round_trip_and_prepare(tmp_path, hf_tokenizer):
     assert tok.decode(first[:-1]) == next(read_unit(units(src)[0])).text
     mem = load_corpus(src, "train", tokenizer=hf_tokenizer, eval_fraction=0.0)
     np.testing.assert_array_equal(docs, mem.tokens)
+
+
+def test_hf_eos_comes_from_tokenizer_config(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    special = ["<pad>", "<sep>"]
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=special, show_progress=False)
+    tok.train_from_iterator([_text(200, seed=0)], trainer)
+    path = str(tmp_path / "tokenizer.json")
+    tok.save(path)
+    assert load_tokenizer(path).eos_id is None  # no known EOS name: documents run together
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": {"content": "<sep>"}}))
+    assert load_tokenizer(path).eos_id == 1
 
 
 def _kill_after(monkeypatch, n_markers: int):

@@ -339,6 +339,7 @@ def _prepare_fails(tmp_path, source, match, **kw):
     with pytest.raises(ValueError, match=match):
         prepare.write_prepared(str(source), str(out), **kw)
     assert not os.path.exists(os.path.join(out, "index.json"))  # never a silent partial corpus
+    assert not [f for f in os.listdir(os.path.join(out, "pieces")) if ".tmp" in f]
     with pytest.raises(ValueError, match=match):
         load_corpus(str(source), "train", eval_fraction=0.0, **kw)
 

@@ -87,9 +87,13 @@ def _prepare_unit(job: tuple[str, int, Unit, str, str, Splitter]) -> dict[str, A
             starts[split].append(counts[split])
             counts[split] += len(ids)
             ids.astype(dtype).tofile(files[split])
-    finally:
+    except Exception:  # bad input: leave nothing behind but the error
         for f in files.values():
             f.close()
+            os.remove(f.name)
+        raise
+    for f in files.values():
+        f.close()
     marker: dict[str, Any] = {"unit": unit.name, "splits": {}}
     for s in SPLITS:
         os.replace(tmp[s], os.path.join(out_dir, _piece(k, f"{s}.bin")))

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from scion_jax.data.sources import Document, Unit, play_name, shakespeare_files
 
 PACKAGES = ("bible-kjv", "bible-kjv-text", "dict-gcide", "wordnet-base")
-INSTALL = f"make corpus (or as root: apt-get update && apt-get install -y {' '.join(PACKAGES)})"
+INSTALL = f"`make corpus` (or as root: `apt-get update && apt-get install -y {' '.join(PACKAGES)}`)"
 
 KJV_BOOKS = (
     "Genesis Exodus Leviticus Numbers Deuteronomy Joshua Judges Ruth|1 Samuel|2 Samuel|1 Kings|"

@@ -33,20 +33,17 @@ from scion_jax.data.sources import Document, Unit, play_name, shakespeare_files
 PACKAGES = ("bible-kjv", "bible-kjv-text", "dict-gcide", "wordnet-base")
 INSTALL = f"`make corpus` (or as root: `apt-get update && apt-get install -y {' '.join(PACKAGES)}`)"
 
-KJV_BOOKS = (
-    "Genesis Exodus Leviticus Numbers Deuteronomy Joshua Judges Ruth|1 Samuel|2 Samuel|1 Kings|"
-    "2 Kings|1 Chronicles|2 Chronicles|Ezra Nehemiah Esther Job Psalms Proverbs Ecclesiastes|"
-    "Song of Solomon|Isaiah Jeremiah Lamentations Ezekiel Daniel Hosea Joel Amos Obadiah Jonah "
-    "Micah Nahum Habakkuk Zephaniah Haggai Zechariah Malachi Matthew Mark Luke John Acts Romans|"
-    "1 Corinthians|2 Corinthians|Galatians Ephesians Philippians Colossians|1 Thessalonians|"
-    "2 Thessalonians|1 Timothy|2 Timothy|Titus Philemon Hebrews James|1 Peter|2 Peter|1 John|"
-    "2 John|3 John|Jude Revelation"
-)
 KJV_BOOKS = tuple(
-    book
-    for part in KJV_BOOKS.split("|")
-    for book in ([part] if part[0].isdigit() or part == "Song of Solomon" else part.split())
-)
+    (
+        "Genesis|Exodus|Leviticus|Numbers|Deuteronomy|Joshua|Judges|Ruth|1 Samuel|2 Samuel|"
+        "1 Kings|2 Kings|1 Chronicles|2 Chronicles|Ezra|Nehemiah|Esther|Job|Psalms|Proverbs|"
+        "Ecclesiastes|Song of Solomon|Isaiah|Jeremiah|Lamentations|Ezekiel|Daniel|Hosea|Joel|"
+        "Amos|Obadiah|Jonah|Micah|Nahum|Habakkuk|Zephaniah|Haggai|Zechariah|Malachi|Matthew|Mark|"
+        "Luke|John|Acts|Romans|1 Corinthians|2 Corinthians|Galatians|Ephesians|Philippians|"
+        "Colossians|1 Thessalonians|2 Thessalonians|1 Timothy|2 Timothy|Titus|Philemon|Hebrews|"
+        "James|1 Peter|2 Peter|1 John|2 John|3 John|Jude|Revelation"
+    ).split("|")
+)  # the 66 books, in order
 # GCIDE letter ranges, one prepare unit each (~4–8 MB); "#": headwords not starting A–Z.
 GCIDE_RANGES = ("#AB", "CD", "EFGHI", "JKLMNO", "PQRS", "TUVWXYZ")
 # WordNet 3.0 lexicographer files by number (the second field of a data line).

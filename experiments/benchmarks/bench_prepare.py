@@ -115,8 +115,9 @@ def main() -> None:
             for processes in (1, 2):
                 wall, rss, imported, tokens = _child(source, processes, tmp)
                 log2 = tokens.bit_length() - 1
+                size = f"{tokens:,} (≥ 2^{log2})"
                 print(
-                    f"| {source} | {processes} | {wall:.1f} | {tokens:,} (≥ 2^{log2}) | {rss:.0f} |"
+                    f"| {source} | {processes} | {wall:.1f} | {size} | {rss:.0f} ({imported:.0f}) |"
                 )
                 results[f"{source}/{processes}"] = {
                     "wall": wall,

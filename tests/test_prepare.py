@@ -136,9 +136,10 @@ def test_sharded_prepare_equals_unsharded(tmp_path, monkeypatch):
     args = [f"--input={src}", "--eval_fraction=0.3"]
     prepare.main([*args, f"--output={tmp_path / 'one'}"])
     sharded = tmp_path / "sharded"
-    shard = lambda i: prepare.main(
-        [*args, f"--output={sharded}", "--num_shards=3", f"--shard_index={i}"]
-    )  # noqa: E731
+
+    def shard(i: int) -> None:
+        prepare.main([*args, f"--output={sharded}", "--num_shards=3", f"--shard_index={i}"])
+
     shard(2)
     with monkeypatch.context() as m:  # shard 0 (units 0, 3, 6) is killed at its second unit
         _kill_after(m, 2)
@@ -179,14 +180,12 @@ def test_loader_over_pieces_equals_one_array(tmp_path):
     np.testing.assert_array_equal(disk.tokens[5:-3], mem.tokens[5:-3])
     kw = dict(seq_len=16, global_batch_size=8, seed=2)
     for process in range(2):
-        make = lambda cfg, p=process: make_train_iterator(
-            cfg, **kw, process_index=p, process_count=2
-        )  # noqa: E731
-        a, b = make(_cfg(out)), make(_cfg(src))
+        kw.update(process_index=process, process_count=2)
+        a, b = make_train_iterator(_cfg(out), **kw), make_train_iterator(_cfg(src), **kw)
         assert _same(_batches(a, 7), _batches(b, 7))
         state = a.get_state()
         expected = _batches(a, 4)
-        resumed = make(_cfg(out))
+        resumed = make_train_iterator(_cfg(out), **kw)
         resumed.set_state(state)
         assert _same(_batches(resumed, 4), expected) and _same(_batches(b, 4), expected)
 

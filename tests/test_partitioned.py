@@ -23,6 +23,7 @@ RULES = [
     ("unembed", "rms_to_inf"),  # before "embed", which it contains
     ("embed", "l1_to_rms"),
     ("bias", "bias_rms"),
+    ("stack", scion_jax.Role("rms_to_rms", batch_axes=0)),
     (".*", "rms_to_rms"),
 ]
 MESHES = {(8,): ("fsdp",), (2, 4): ("fsdp", "tensor"), (4, 2): ("fsdp", "tensor")}

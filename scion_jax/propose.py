@@ -5,14 +5,14 @@
 ``\\d+``), to read, edit and pass to `scion`:
 
   embedding table ``.../embedding [V, d]``  → "l1_to_rms" (input)
-  the LM head (a 2-D kernel named head / lm_head / unembed / logits / classifier /
-    output, or the one mapping to the vocabulary V)            → "rms_to_inf" (output)
+  the LM head (a 2-D kernel of a module named head / lm_head / unembed / logits /
+    classifier / output / output_layer)                        → "rms_to_inf" (output)
   a table also used as the output (tied; no head kernel)       → `tied_embedding()`
   other 2-D kernels                                            → "rms_to_rms"
   DenseGeneral / Einsum kernels (query/key/value ``[d, heads, head_dim]``,
     attention out ``[heads, head_dim, d]``)                    → "rms_to_rms" with in/out axes
   conv kernels ``[*spatial, c_in, c_out]`` (a "conv" module)   → "conv_spectral"
-  1-D biases and norm scales                                   → "bias_rms", no weight decay
+  biases and norm scales (any shape: RMS over all but a stack axis) → "bias_rms", no weight decay
   scalars                                                      → "none"
 A parameter it cannot read unambiguously raises a ValueError naming it; pass a rule
 for it in `known`. `describe(params, rules)` prints the result per parameter.
@@ -82,7 +82,8 @@ def propose_rules(
         ``nnx.vmap`` / linen ``scan`` over layers, e.g. ``"^layers/"``): that axis is
         declared ``batch_axes=0``.
       tied: the embedding table is also the output layer; None: so when there is one
-        token embedding and no head kernel.
+        token embedding and no head kernel (a ValueError if an unnamed kernel maps to
+        the vocabulary: then say which).
       known: rules put first, as given; the parameters they match are not proposed.
       input_lr_scale, hidden_lr_scale, output_lr_scale: the groups' LR multipliers.
 
@@ -110,15 +111,20 @@ def propose_rules(
 
     def is_head(path, shape):
         module = path.split("/")[-2] if "/" in path else path
-        return (
-            path.endswith("kernel")
-            and len(shape) == 2
-            and (module in HEAD_NAMES or (vocab is not None and shape[-1] == vocab))
-        )
+        return path.endswith("kernel") and len(shape) == 2 and module in HEAD_NAMES
 
     heads = [p for p, s in todo if is_head(p, core(p, s))]
-    if tied is None:
-        tied = len(token_tables) == 1 and not heads
+    to_vocab = [p for p, s in todo if len(core(p, s)) == 2 and core(p, s)[-1] == vocab]
+    to_vocab = [p for p in to_vocab if not p.endswith("embedding") and p not in heads]
+    if tied is None and len(token_tables) == 1 and not heads:
+        if to_vocab:  # an unnamed head, or a hidden layer as wide as V: cannot tell
+            raise ValueError(
+                f"No kernel is named as an output layer ({', '.join(HEAD_NAMES)}) but "
+                f"{to_vocab} map to the vocabulary size {vocab}: pass tied=True if the "
+                f"table {token_tables[0][0]!r} is also the output layer, else tied=False "
+                "and a rule for the head in known=, e.g. (r'^Dense_3/kernel$', 'rms_to_inf')."
+            )
+        tied = True
     tied_path = max(token_tables, key=lambda t: t[1][0])[0] if tied and token_tables else None
 
     proposed: list[tuple[str, Role]] = []
@@ -130,8 +136,9 @@ def propose_rules(
         name = path.split("/")[-1]
         if len(c) == 0:
             role = Role("none")
-        elif len(c) == 1:
-            role = Role("bias_rms", hidden_lr_scale, **NO_DECAY)
+        elif len(c) == 1 or name in ("bias", "scale"):  # DenseGeneral biases: [heads, dh]
+            axes = {"out_axes": tuple(range(lead, len(shape)))} if len(c) > 1 else {}
+            role = Role("bias_rms", hidden_lr_scale, **axes, **NO_DECAY)
         elif path == tied_path:
             role = tied_embedding(output_lr_scale, **batch)
         elif name == "embedding" and len(c) == 2:
@@ -237,6 +244,4 @@ def describe(
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, tuple):
-        return "(" + ", ".join(map(str, value)) + ")"
     return str(value)

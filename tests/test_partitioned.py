@@ -280,7 +280,7 @@ def test_per_device_flops_and_collectives(spec, expected):
 
 
 def test_stacked_along_layers_needs_no_communication():
-    rules = [(".*", "rms_to_rms")]
+    rules = [(".*", scion_jax.Role("rms_to_rms", batch_axes=0))]
     shapes = {"stack": (16, 64, 96)}
     mesh = jax.make_mesh((8,), ("fsdp",))
     sh = {"stack": NamedSharding(mesh, P("fsdp", None, None))}

@@ -424,3 +424,65 @@ def test_port_eps_zero_gradient():
         np.testing.assert_array_equal(np.asarray(u[k]), 0.0)
     for k in ("embed", "head", "bias"):  # the reference's row/column LMOs
         np.testing.assert_array_equal(GROUPS[k][1](np.zeros(GROUPS[k][0])), 0.0)
+
+
+# ----- 8. Disco-parity norm logging -----
+def test_norm_logger_params_updates_groups_extra():
+    from scion_jax.train.metrics import norm_logger
+
+    params, grads_seq = _problem(1)
+    params["stack"] = jnp.asarray(_randn(9, (2, 16, 20)), jnp.float32)
+    grads = {**grads_seq[0], "stack": jnp.asarray(_randn(10, (2, 16, 20)), jnp.float32)}
+    rules = [(f"^{k}$", Role(GROUPS[k][2], lr_scale=0.5 if k == "hidden" else 1.0)) for k in GROUPS]
+    rules.append(("^stack$", Role("rms_to_rms", lr_scale=0.5, batch_axes=0)))
+    tx = scion_jax.scion(0.1, rules, ns_coeffs="svd")
+    new = optax.apply_updates(params, tx.update(grads, tx.init(params))[0])
+    log = jax.jit(norm_logger(rules, ("supremum", "condition_number")))(new, params)
+    for key, want in {
+        "update/l1_to_rms/embed": 0.1,
+        "update/rms_to_inf/head": 0.1,
+        "update/rms_to_rms/hidden": 0.05,
+        "update/rms_to_rms/stack/1": 0.05,
+        "update/norm_hidden/max": 0.1,  # the bias (bias_rms, lr_scale 1) is hidden too
+        "update/norm_output/mean": 0.1,
+    }.items():
+        assert float(log[key]) == pytest.approx(want, rel=1e-4), key
+    w = np.asarray(new["hidden"], np.float64)
+    s = np.linalg.svd(w, compute_uv=False)
+    assert float(log["condition_number/hidden"]) == pytest.approx(s[0] / s[-1], rel=1e-4)
+    assert float(log["supremum/stack/0"]) == pytest.approx(
+        np.abs(np.asarray(new["stack"][0])).max()
+    )
+    hidden = [
+        float(log[k])
+        for k in ("rms_to_rms/hidden", "rms_to_rms/stack/0", "rms_to_rms/stack/1", "bias_rms/bias")
+    ]
+    assert float(log["norm_hidden/max"]) == pytest.approx(max(hidden), rel=1e-6)
+    assert float(log["norm_hidden/mean"]) == pytest.approx(np.mean(hidden), rel=1e-6)
+
+
+def test_trainer_logs_update_norms(tmp_path):
+    from scion_jax.train import base_config, train
+    from scion_jax.train.metrics import read_rows
+
+    for i in range(10):  # documents: some go to the held-out split
+        (tmp_path / f"doc{i}.txt").write_text("the king and queen walk in the garden " * 60)
+    c = base_config()
+    c.steps, c.batch_size, c.seq_len = 4, 4, 16
+    c.model.update(d_model=32, n_layers=1, n_heads=1, head_dim=32)
+    c.optimizer.learning_rate = 2.0**-4
+    c.data.source = str(tmp_path / "*.txt")
+    c.log_every, c.norm_every, c.eval_every, c.checkpoint_every = 2, 2, 4, 4
+    c.mesh.data, c.eval_batches = 1, 1
+    c.norm_extra = ("supremum", "condition_number")
+    train(c, str(tmp_path / "run"))
+    rows = [r for r in read_rows(str(tmp_path / "run" / "metrics.jsonl")) if r["step"] in (2, 4)]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["update/rms_to_inf/unembed/kernel"] == pytest.approx(2.0**-4, rel=1e-3)
+        assert row["norm_output/max"] == row["output_norm"]
+        assert "condition_number/layers/0/attn/q/kernel" in row
+        assert "update/supremum/layers/0/mlp/w2/kernel" in row and "update/norm_hidden/mean" in row
+    c.norm_extra = ("spectral",)
+    with pytest.raises(ValueError, match="config.norm_extra='spectral'.*condition_number"):
+        train(c, str(tmp_path / "bad"))

@@ -486,3 +486,17 @@ def test_trainer_logs_update_norms(tmp_path):
     c.norm_extra = ("spectral",)
     with pytest.raises(ValueError, match="config.norm_extra='spectral'.*condition_number"):
         train(c, str(tmp_path / "bad"))
+
+
+def test_porting_guide_rows_name_existing_tests():
+    text = open(os.path.join(ROOT, "PORTING.md")).read()
+    rows = [line for line in text.splitlines() if line.startswith("| ")][2:]  # the table body
+    assert len(rows) >= 14
+    for row in rows:  # every row names its test ("same": the row above's)
+        last = row.rstrip(" |").rsplit("|", 1)[-1].strip()
+        assert last == "same" or re.search(r"`(tests/\w+\.py::)?test_\w+`", last), row
+    named = re.findall(r"`(?:(tests/\w+\.py)::)?(test_\w+)`", text)
+    for path, name in named:
+        source = open(os.path.join(ROOT, path or "tests/test_interop.py")).read()
+        assert f"def {name}(" in source, name
+    assert "PORTING.md" in open(os.path.join(ROOT, "README.md")).read()

@@ -5,10 +5,11 @@
 For each width (4 layers, head_dim 64, seq 256, batch 16, vocab 256 — TARGETS.md):
 tokens/s of the jitted train step with scion and with adamw, MFU = model FLOPs
 (6·N_matmul + attention, forward + backward) / the measured matmul peak, and the
-optimizer's share = 1 − t(forward+backward only) / t(full step), and the cost of logging
-every layer's norm (exact SVD) every 16 steps relative to those steps. With --torch, the same
-architecture in PyTorch (torch.compile'd model, Scion step) at each width, timed in a
-child process, for the ratio ours / PyTorch measured in the same run.
+optimizer's share = 1 − t(forward+backward only) / t(full step), and the cost of the
+trainer's norm log every 16 steps relative to those steps: every layer's parameter and
+update norm (exact SVD), per-group summaries, and the parameter copy the update needs.
+With --torch, the same architecture in PyTorch (torch.compile'd model, Scion step) at each
+width, timed in a child process, for the ratio ours / PyTorch measured in the same run.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from absl import app, flags
 from flax import nnx
 
 from scion_jax.model import init_model, model_flops_per_token
-from scion_jax.norms import layer_norms
 from scion_jax.train.config import base_config
+from scion_jax.train.metrics import norm_logger
 from scion_jax.train.optim import make_optimizer, model_rules
 from scion_jax.train.trainer import make_step, model_config
 
@@ -76,7 +77,7 @@ def _config(width: int, optimizer: str):
 
 
 def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, float]:
-    """(tokens/s, step s, forward+backward-only s, layer_norms s) on one device."""
+    """(tokens/s, step s, forward+backward-only s, norm log s) on one device."""
     config = _config(width, optimizer)
     cfg = model_config(config)
     tx = make_optimizer(config, cfg, mesh=None)
@@ -93,7 +94,12 @@ def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, f
     grad_only = jax.jit(lambda s, b: (s, jax.grad(loss_fn)(s["params"], b)))
     t_step = _median_step_time(step, fresh(), batch, FLAGS.steps)
     t_grad = _median_step_time(grad_only, fresh(), batch, FLAGS.steps)
-    norms = jax.jit(lambda s, b: (s, layer_norms(s["params"], model_rules(config, cfg))))
+    log = jax.jit(norm_logger(model_rules(config, cfg)))
+    copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p))  # as the trainer: before the step
+
+    def norms(s, b):  # the parameter and update norms of one logged step
+        return s, log(s["params"], copy(s["params"]))
+
     t_norms = _median_step_time(norms, fresh(), batch, FLAGS.steps)
     return FLAGS.batch * FLAGS.seq_len / t_step, t_step, t_grad, t_norms
 

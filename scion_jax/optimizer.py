@@ -118,7 +118,9 @@ def scale_by_scion(
         mu = state.mu
         if use_buffer:
             rate = jnp.where(momentum == 0, 1.0, momentum).astype(mu_dtype)
-            mu = jax.tree.map(lambda g, m: (1 - rate) * m + rate * g.astype(mu_dtype), updates, mu)
+            mu = jax.tree.map(
+                lambda g, m: (1 - rate) * m + rate * g.astype(mu_dtype), updates, mu
+            )
             if nesterov:
                 lmo_input = jax.tree.map(
                     lambda g, m: (1 - rate) * m + rate * g.astype(mu_dtype), updates, mu

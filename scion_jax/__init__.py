@@ -15,13 +15,16 @@ else:
     from scion_jax.norms import layer_norms, operator_norm
     from scion_jax.optimizer import ScionState, scale_by_scion, scion
     from scion_jax.partitioned import axis_orthogonalizer, mesh_orthogonalizer
-    from scion_jax.rules import NORMS, Role
+    from scion_jax.propose import describe, describe_rows, propose_rules
+    from scion_jax.rules import NORMS, Role, tied_embedding
 
     __all__ = [
         "NORMS",
         "Role",
         "ScionState",
         "axis_orthogonalizer",
+        "describe",
+        "describe_rows",
         "init_params",
         "layer_norms",
         "mesh_orthogonalizer",
@@ -30,6 +33,8 @@ else:
         "operator_norm",
         "partitioned",
         "polar_svd",
+        "propose_rules",
         "scale_by_scion",
         "scion",
+        "tied_embedding",
     ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from scion_jax.rules import Role, from_matrix, to_matrix
+from scion_jax.rules import Role, conv_kernel_area, from_matrix, matrix_view, to_matrix
 
 
 def eps(dtype) -> float:
@@ -44,9 +44,20 @@ def rms_to_rms_scale(m_shape: tuple[int, ...]) -> float:
     return (m_shape[-1] / m_shape[-2]) ** 0.5
 
 
+def spectral_scale(role: Role, shape: tuple[int, ...]) -> float:
+    """The factor on orth(g) for a parameter of `shape`: √(d_out/d_in) for "rms_to_rms";
+    √(c_out/c_in)/k² for "conv_spectral" (reference SpectralConv), with d_in = k²·c_in."""
+    _, mshape = matrix_view(role, shape)
+    if role.norm == "conv_spectral":
+        area = conv_kernel_area(role, shape)
+        return (mshape[-1] / (mshape[-2] / area)) ** 0.5 / area
+    return rms_to_rms_scale(mshape)
+
+
 def bias_rms(x: jax.Array, role: Role) -> jax.Array:
-    """g / RMS(g) over `role.out_axes` (the whole vector for a 1-D bias)."""
-    axes = (role.out_axes,) if isinstance(role.out_axes, int) else role.out_axes
+    """g / RMS(g) over `role.out_axes` (default the last axis: the whole 1-D bias)."""
+    out_axes = -1 if role.out_axes is None else role.out_axes
+    axes = (out_axes,) if isinstance(out_axes, int) else out_axes
     n = 1
     for a in axes:
         n *= x.shape[a]

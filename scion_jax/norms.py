@@ -15,13 +15,14 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from scion_jax import partitioned
-from scion_jax.rules import Role, Rules, path_str, resolve_roles, to_matrix
+from scion_jax.rules import Role, Rules, conv_kernel_area, path_str, resolve_roles, to_matrix
 
 VALID = (
     "l1_to_rms",
     "rms_to_rms",
     "rms_to_inf",
     "sign",
+    "conv_spectral",
     "bias_rms",
     "supremum",
     "frobenius",
@@ -32,7 +33,7 @@ VALID = (
 ROLE = "role"
 # Norms that need the whole matrix (an SVD or power iteration): under a mesh they are
 # computed on the matrix's owner device, as partitioned Newton–Schulz does.
-WHOLE_MATRIX = ("rms_to_rms", "condition_number", "stable_rank")
+WHOLE_MATRIX = ("rms_to_rms", "conv_spectral", "condition_number", "stable_rank")
 
 
 def _col_norms(m):  # L2 norm of each column (over d_in): one per output
@@ -65,8 +66,11 @@ def operator_norm(
     Args:
       w: a parameter (or update); 1-D only for "bias_rms", "supremum", "frobenius".
       name: one of `VALID`. "rms_to_rms" is √(d_in/d_out)·σ_max (exact via SVD, or a
-        power-iteration estimate with `power_iters` steps).
-      role: its axes give the matrix view; defaults to the last two axes.
+        power-iteration estimate with `power_iters` steps); "conv_spectral" is
+        k²·√(c_in/c_out)·σ_max (the reference SpectralConv's norm), i.e. k × "rms_to_rms".
+      role: its axes give the matrix view; defaults to the last two axes (other axes
+        batch). For a tied embedding's `tied_embedding()` role, "rms_to_inf" is the
+        paper's output norm of its head view.
       power_iters: use power iteration instead of SVD for σ_max.
     """
     if name not in VALID:
@@ -78,7 +82,8 @@ def operator_norm(
         if name in ("supremum", "frobenius"):
             return jnp.max(jnp.abs(w)) if name == "supremum" else jnp.linalg.norm(w)
         raise ValueError(f"Norm {name!r} needs a matrix; got shape {w.shape}.")
-    m = to_matrix(w, role or Role("none"))
+    role = role or Role("conv_spectral" if name == "conv_spectral" else "none")
+    m = to_matrix(w, role)
     d_in, d_out = m.shape[-2:]
     if name == "l1_to_rms":
         return jnp.max(_row_norms(m), axis=-1) / np.sqrt(d_out)
@@ -92,6 +97,9 @@ def operator_norm(
         return jnp.sqrt(jnp.sum(jnp.square(m), axis=(-2, -1)))
     if name == "rms_to_rms":
         return np.sqrt(d_in / d_out) * _sigma_max(m, power_iters)
+    if name == "conv_spectral":
+        area = conv_kernel_area(role, w.shape)
+        return np.sqrt(area * d_in / d_out) * _sigma_max(m, power_iters)
     s = jnp.linalg.svd(m, compute_uv=False)
     if name == "condition_number":
         return s[..., 0] / s[..., -1]
@@ -130,7 +138,8 @@ def layer_norms(
             raise ValueError(f"Unknown norm {name!r}; valid: {ROLE!r}, {', '.join(VALID)}.")
     roles = resolve_roles(tree, rules)
     values = {}
-    owned: dict[tuple[str, ...], list[tuple[str, jax.Array]]] = {}  # norm names -> leaves
+    # norm names -> leaves (path, matrix, √k² of a conv_spectral kernel)
+    owned: dict[tuple[str, ...], list[tuple[str, jax.Array, float]]] = {}
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     role_leaves = jax.tree.structure(tree).flatten_up_to(roles)
     for (path, w), role in zip(flat, role_leaves, strict=True):
@@ -147,16 +156,19 @@ def layer_norms(
                 values[f"{norm}/{p}"] = operator_norm(w, norm, role, power_iters=power_iters)
         if on_owner:
             m = to_matrix(jnp.asarray(w, jnp.promote_types(w.dtype, jnp.float32)), role)
-            owned.setdefault(tuple(on_owner), []).append((p, m))
+            area = conv_kernel_area(role, w.shape) if "conv_spectral" in on_owner else 1
+            owned.setdefault(tuple(on_owner), []).append((p, m, float(np.sqrt(area))))
     for names, leaves in owned.items():
 
         def fn(x, names=names):  # [k, d_in, d_out] -> [k, len(names)]
-            return jnp.stack([operator_norm(x, n, power_iters=power_iters) for n in names], -1)
+            # conv_spectral: rms_to_rms on the owner, × √k² below (needs the kernel shape)
+            own = ["rms_to_rms" if n == "conv_spectral" else n for n in names]
+            return jnp.stack([operator_norm(x, n, power_iters=power_iters) for n in own], -1)
 
-        results = partitioned.owner_apply([m for _, m in leaves], mesh, fn)
-        for (p, _), r in zip(leaves, results, strict=True):
+        results = partitioned.owner_apply([m for _, m, _ in leaves], mesh, fn)
+        for (p, _, k), r in zip(leaves, results, strict=True):
             for j, n in enumerate(names):
-                values[f"{n}/{p}"] = r[..., j]
+                values[f"{n}/{p}"] = r[..., j] * k if n == "conv_spectral" else r[..., j]
     out = {}
     for key, value in values.items():
         if value.ndim == 0:

@@ -1,11 +1,16 @@
 """Scion as an optax `GradientTransformation` (Pethick et al. 2025; PAPER.md §2).
 
-Per parameter, with role (norm, lr_scale = s) from the rule table:
+Per parameter, with role (norm, lr_scale = s, radius ρ, weight_decay λ) from the rule
+table (a role's ρ / λ override the global ones):
     m ← (1 − μ)·m + μ·g                      (Scion momentum convention; μ ∈ {0, 1}: m = g)
     u = LMO_norm(m)                            (unit norm in the layer's own norm)
     W ← W − η·s·(ρ·u + λ·W)                   (λ: decoupled weight decay, ρ: radius)
 λ = 0, ρ = 1 is the paper's unconstrained default. With λ > 0 each layer's norm
 converges to ρ/λ; λ = 1 is Scion's constrained variant W ← (1 − ηs)W − ηsρ·u.
+
+Momentum: μ is the weight of the *new* gradient, as in the reference Scion and Disco.
+optax.trace / torch SGD's β (m ← βm + g) and an EMA's β (m ← βm + (1 − β)g) are the
+same direction as μ = 1 − β (the LMO is scale-free): β = 0.9 is ``momentum=0.1``.
 """
 
 from __future__ import annotations
@@ -20,16 +25,26 @@ import optax
 from scion_jax import lmo as lmo_lib
 from scion_jax import partitioned
 from scion_jax.newton_schulz import Coeffs, newton_schulz, resolve_coeffs
-from scion_jax.rules import Rules, compile_rules, from_matrix, resolve_roles, to_matrix
+from scion_jax.rules import (
+    SPECTRAL_NORMS,
+    Rules,
+    compile_rules,
+    from_matrix,
+    resolve_roles,
+    to_matrix,
+)
 
 # Takes matrices [*batch, d_in, d_out] (the momentum, fp32) and returns orth() of each.
 Orthogonalizer = Callable[[Sequence[jax.Array]], list[jax.Array]]
 
 
 class ScionState(NamedTuple):
-    """Momentum buffers (`None` when momentum is statically off: μ ∈ {0, 1})."""
+    """Momentum buffers (`None` when momentum is statically off: μ ∈ {0, 1}), and the
+    parameters' shardings on an Auto-axes mesh as seen by `init` (static, no arrays;
+    `partitioned.ParamShardings`), to which the updates are constrained."""
 
     mu: Any
+    shardings: Any = None
 
 
 def _is_static(x: Any) -> bool:
@@ -69,26 +84,32 @@ def scale_by_scion(
 
     Args:
       rules: ordered ``(regex, role)`` pairs, see `scion_jax.rules`.
-      momentum: μ in the Scion convention (μ = 0 or 1: raw gradient).
+      momentum: μ in the Scion convention m ← (1 − μ)m + μg (μ = 0 or 1: raw gradient);
+        μ = 1 − β of optax.trace / torch SGD.
       nesterov: use (1 − μ)·m + μ·g as the LMO's input.
-      weight_decay: λ, decoupled and scaled by the parameter's learning rate.
-      radius: ρ, the norm of each LMO direction.
+      weight_decay: λ, decoupled and scaled by the parameter's learning rate
+        (a `Role`'s own `weight_decay` overrides it for its parameters).
+      radius: ρ, the norm of each LMO direction (a `Role`'s `radius` overrides it).
       orthogonalizer: computes orth() for the "rms_to_rms" parameters; defaults to
         Newton–Schulz ("muon", 5 steps, bf16) one matrix (or stack) at a time.
       mu_dtype: dtype of the momentum buffers.
     """
     _check_momentum(momentum)
-    compile_rules(rules)  # validate eagerly: bad regex, unknown norm
+    compiled = compile_rules(rules)  # validate eagerly: bad regex, unknown norm
     orthogonalizer = orthogonalizer or per_matrix_orthogonalizer()
     mu_dtype = jnp.dtype(mu_dtype)
     use_buffer = not (_is_static(momentum) and momentum in (0.0, 1.0))
-    use_decay = not (_is_static(weight_decay) and weight_decay == 0.0)
+    use_decay = not (_is_static(weight_decay) and weight_decay == 0.0) or any(
+        role.weight_decay not in (None, 0.0) for _, role in compiled
+    )
 
     def init_fn(params):
         resolve_roles(params, rules)  # fail early on unmatched paths / bad shapes
+        shardings = partitioned.auto_shardings(params)
         if not use_buffer:
-            return ScionState(mu=None)
-        return ScionState(mu=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype), params))
+            return ScionState(mu=None, shardings=shardings)
+        mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype), params)
+        return ScionState(mu=mu, shardings=shardings)
 
     def update_fn(updates, state, params=None):
         if use_decay and params is None:
@@ -111,11 +132,15 @@ def scale_by_scion(
 
         leaves, treedef = jax.tree.flatten(lmo_input)
         role_leaves = treedef.flatten_up_to(roles)
-        spectral = [i for i, r in enumerate(role_leaves) if r.norm == "rms_to_rms"]
+        spectral = [i for i, r in enumerate(role_leaves) if r.norm in SPECTRAL_NORMS]
         mats = [to_matrix(leaves[i], role_leaves[i]) for i in spectral]
         spectral_dirs = {
-            i: from_matrix(o * lmo_lib.rms_to_rms_scale(m.shape), role_leaves[i], leaves[i].shape)
-            for i, m, o in zip(spectral, mats, orthogonalizer(mats), strict=True)
+            i: from_matrix(
+                o * lmo_lib.spectral_scale(role_leaves[i], leaves[i].shape),
+                role_leaves[i],
+                leaves[i].shape,
+            )
+            for i, o in zip(spectral, orthogonalizer(mats), strict=True)
         }
 
         param_leaves = treedef.flatten_up_to(params) if use_decay else [None] * len(leaves)
@@ -128,11 +153,15 @@ def scale_by_scion(
                 out.append(jnp.zeros_like(g))
                 continue
             u = spectral_dirs[i] if i in spectral_dirs else lmo_lib.local_lmo(x, role)
-            d = radius * u
-            if use_decay:
-                d = d + weight_decay * w.astype(d.dtype)
+            rho = radius if role.radius is None else role.radius
+            lam = weight_decay if role.weight_decay is None else role.weight_decay
+            d = rho * u
+            if use_decay and not (_is_static(lam) and lam == 0.0):
+                d = d + lam * w.astype(d.dtype)
             out.append((role.lr_scale * d).astype(g.dtype))
-        return treedef.unflatten(out), ScionState(mu=mu)
+        if state.shardings is not None:  # Auto axes: each update in its parameter's layout
+            out = state.shardings.constrain(out)
+        return treedef.unflatten(out), ScionState(mu=mu, shardings=state.shardings)
 
     return optax.GradientTransformation(init_fn, update_fn)
 
@@ -159,11 +188,15 @@ def scion(
       learning_rate: η, a float or an optax schedule.
       rules: ordered ``(regex, role)`` pairs; the first `re.search` match on a
         parameter's "/"-joined path wins; a role is a norm name or a `Role`.
-      momentum: μ in the Scion convention m ← (1 − μ)m + μg (0 or 1: none).
+      momentum: μ in the Scion convention m ← (1 − μ)m + μg (0 or 1: none); the
+        reference Scion's ``momentum`` as is, and μ = 1 − β of optax.trace / torch
+        SGD (β = 0.9 is ``momentum=0.1``).
       nesterov: Nesterov momentum.
       weight_decay: λ in W ← (1 − ληs)W − ηs·ρu (decoupled, scaled by each
-        parameter's learning rate η·s, so norms converge to ρ/λ).
-      radius: ρ (Scion's constrained variant is ``weight_decay=1, radius=ρ``).
+        parameter's learning rate η·s, so norms converge to ρ/λ); a `Role`'s own
+        ``weight_decay`` overrides it (``Role(..., weight_decay=0.0)`` masks it off).
+      radius: ρ (Scion's constrained variant is ``weight_decay=1, radius=ρ``); a
+        `Role`'s ``radius`` overrides it (the reference's per-group ``scale``).
       ns_coeffs: "muon", "polar_express", "svd" (exact polar factor) or triples.
       ns_steps: Newton–Schulz iterations.
       ns_dtype: Newton–Schulz matmul operand dtype (fp32 accumulation).
@@ -172,7 +205,10 @@ def scion(
         (e.g. `scion_jax.partitioned` ones); the ns_* arguments are then unused.
       mesh: partition Newton–Schulz over this mesh (jit code whose params carry
         NamedShardings on it): each device orthogonalizes the whole matrices it
-        owns (`scion_jax.partitioned.mesh_orthogonalizer`). A Mesh is callable, so
+        owns (`scion_jax.partitioned.mesh_orthogonalizer`). Each update comes back
+        in its parameter's sharding: read from the gradient under Explicit axes, and
+        under Auto axes from the parameters `init` was given (call it on the placed
+        parameters, outside jit, as `nnx.Optimizer` does). A Mesh is callable, so
         under `optax.inject_hyperparams` pass ``static_args=("mesh",)``.
       axis_name: inside a data-parallel `jax.pmap` / `jax.shard_map` step over this
         axis (gradients already averaged): each device orthogonalizes its share and

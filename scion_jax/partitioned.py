@@ -24,8 +24,9 @@ does not divide (a zero matrix orthogonalizes to zero).
 Explicit mesh axes give each gradient's sharding at trace time and the routing
 above follows it exactly. Under Auto axes the sharding is unknown while tracing;
 the stack is then laid out matrix-split over all devices and GSPMD does the moving
-(a local slice for replicated gradients, an all-to-all for sharded ones); give
-the jitted step `out_shardings` to fix the updates' layout, as usual under Auto.
+(a local slice for replicated gradients, an all-to-all for sharded ones); each
+update is then constrained back to its parameter's layout, recorded by `init`
+(`ParamShardings`, kept static in the optimizer state).
 (On 2-D meshes GSPMD may then gather a stack whole before splitting it, warning
 "Involuntary full rematerialization": Explicit axes route with the least traffic.)
 
@@ -41,6 +42,7 @@ orthogonalizes its share, one `all_gather` completes the update.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -264,6 +266,48 @@ def _apply_grouped(
                 out[i] = part[j]
             start += len(sub)
     return [jnp.swapaxes(o, -1, -2) if f else o for o, f in zip(out, flip, strict=True)]
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class ParamShardings:
+    """The NamedShardings of a parameter tree's leaves on an Auto-axes mesh (static).
+
+    Under Auto axes a jitted update does not know its parameters' layouts while
+    tracing, and GSPMD may return an update laid out like the partitioned
+    Newton–Schulz stack rather than like its parameter. Kept (as static pytree data)
+    in the optimizer state, these constrain each update back to its parameter's layout.
+    """
+
+    leaves: tuple[NamedSharding, ...]
+
+    def constrain(self, updates: Sequence[jax.Array]) -> list[jax.Array]:
+        if len(updates) != len(self.leaves):
+            raise ValueError(
+                f"The updates have {len(updates)} leaves but init saw {len(self.leaves)} "
+                "parameters: call init on the parameters this optimizer updates."
+            )
+        return [
+            jax.lax.with_sharding_constraint(u, s)
+            for u, s in zip(updates, self.leaves, strict=True)
+        ]
+
+
+def auto_shardings(params: Any) -> ParamShardings | None:
+    """`ParamShardings` of `params` when every leaf is a concrete array placed on a
+    multi-device Auto-axes mesh (None otherwise: traced, one device, Explicit axes)."""
+    leaves = jax.tree.leaves(params)
+    shardings = [getattr(x, "sharding", None) for x in leaves]
+    if not leaves or any(isinstance(x, jax.core.Tracer) for x in leaves):
+        return None
+    if not all(
+        isinstance(s, NamedSharding)
+        and s.mesh.size > 1
+        and all(t == AxisType.Auto for t in s.mesh.axis_types)
+        for s in shardings
+    ):
+        return None
+    return ParamShardings(tuple(shardings))
 
 
 def _reshard(x: jax.Array, have: tuple, want: tuple, mesh: Mesh) -> jax.Array:

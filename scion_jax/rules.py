@@ -3,6 +3,11 @@
 A rule table is a sequence of ``(regex, role)`` pairs; the first regex that
 ``re.search``-es a parameter's path wins (big_vision style). A path is the
 pytree keys joined by "/", e.g. ``"layers/0/attn/q/kernel"``.
+
+A matrix norm reads a parameter as ``[*batch, d_in, d_out]``. Nothing is guessed for
+parameters of three or more axes: their extra axes must be declared, as separate
+matrices stacked along them (``batch_axes``: scanned layers, experts) or as part of one
+matrix (``in_axes`` / ``out_axes``: a DenseGeneral kernel ``[d, heads, head_dim]``).
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from typing import Any
 
 import jax
 
-NORMS = ("l1_to_rms", "rms_to_rms", "rms_to_inf", "sign", "bias_rms", "none")
+NORMS = ("l1_to_rms", "rms_to_rms", "rms_to_inf", "sign", "conv_spectral", "bias_rms", "none")
 # Norms whose LMO treats the parameter as a matrix (or a batch of matrices).
-MATRIX_NORMS = ("l1_to_rms", "rms_to_rms", "rms_to_inf", "sign")
+MATRIX_NORMS = ("l1_to_rms", "rms_to_rms", "rms_to_inf", "sign", "conv_spectral")
+# Norms whose LMO orthogonalizes the matrix (Newton–Schulz), differing only in scale.
+SPECTRAL_NORMS = ("rms_to_rms", "conv_spectral")
 
 Axes = int | tuple[int, ...]
 
@@ -26,19 +33,34 @@ class Role:
     """How one parameter is normed and updated.
 
     Attributes:
-      norm: one of ``NORMS``.
-      lr_scale: multiplier on the learning rate for this parameter (its group's η / η).
-      in_axes: axis or axes forming the matrix's input dimension (flattened, in order).
-      out_axes: axis or axes forming the output dimension. All remaining axes are
-        batch axes: the LMO is applied to each matrix independently (stacked or
-        scanned layers ``[L, d_in, d_out]`` work with the defaults; a conv kernel
-        ``[h, w, c_in, c_out]`` uses ``in_axes=(0, 1, 2)``).
+      norm: one of ``NORMS``. "conv_spectral" is the reference Scion's ``SpectralConv``
+        (Disco's conv_spectral) for a conv kernel ``[*spatial, c_in, c_out]``: the same
+        orthogonalized ``[k²·c_in, c_out]`` matrix as "rms_to_rms" with
+        ``in_axes=(0, 1, 2)`` (the matrix view), scaled by √(c_out/c_in)/k² instead of
+        √(c_out/(k²·c_in)), i.e. k× smaller.
+      lr_scale: multiplier on the learning rate for this parameter (its group's η / η);
+        it scales the whole step, weight decay included.
+      in_axes: axis or axes forming the matrix's input dimension (flattened, in order);
+        None: the second-to-last axis ("conv_spectral": every axis but `out_axes` and
+        `batch_axes`, the last being c_in).
+      out_axes: axis or axes forming the output dimension; None: the last axis.
+      batch_axes: axes along which separate matrices are stacked (scanned layers
+        ``[L, d_in, d_out]``: ``batch_axes=0``); the LMO is applied to each matrix.
+        A matrix norm on a parameter of ndim ≥ 3 needs its extra axes declared here,
+        or explicit `in_axes` / `out_axes` (then every other axis is a batch axis).
+      radius: ρ for this parameter (overrides `scion(radius=...)`): its LMO direction
+        has norm ρ; e.g. the reference Scion's per-group ``scale``.
+      weight_decay: λ for this parameter (overrides `scion(weight_decay=...)`); 0.0
+        masks decay off (norm scales, biases).
     """
 
     norm: str
     lr_scale: float = 1.0
-    in_axes: Axes = -2
-    out_axes: Axes = -1
+    in_axes: Axes | None = None
+    out_axes: Axes | None = None
+    batch_axes: Axes | None = None
+    radius: float | None = None
+    weight_decay: float | None = None
 
     def __post_init__(self):
         if self.norm not in NORMS:
@@ -46,6 +68,29 @@ class Role:
 
 
 Rules = Sequence[tuple[str, "str | Role"]]
+
+
+def tied_embedding(lr_scale: float = 1.0, **kwargs: Any) -> Role:
+    """The role of a table ``[V, d]`` used as both input embedding and output layer
+    (``logits = h @ tableᵀ``: nanodo, Gemma, flax ``Embed.attend``).
+
+    It is the output layer's norm, RMS→∞, on the table's head view ``[d, V]``
+    (``in_axes=-1, out_axes=-2``), because the output norm is the one the paper's
+    optimal-norm result is about and the one that sets the logits' scale:
+      - update: each token's row of the table normalised to L2 norm 1/√d (the same
+        per-token direction as the input norm 1→RMS gives, whose rows have L2 √d:
+        only the scale differs, by d);
+      - `init_params`: rows of L2 norm 1/√d, so logits are O(1/√d) and the loss at
+        init is ≈ ln V (the input norm's rows of RMS 1 give logits O(√d));
+      - `layer_norms`: "rms_to_inf/<path>" is the paper's output norm ‖W_out‖_{RMS→∞}.
+    The embedded tokens are then small (RMS 1/d): models with a pre-norm first block
+    are unaffected; others may multiply the looked-up rows by √d or d (Gemma: √d).
+
+    Args:
+      lr_scale: the table's learning-rate multiplier (the output group's).
+      **kwargs: other `Role` fields (radius, weight_decay).
+    """
+    return Role("rms_to_inf", lr_scale, in_axes=-1, out_axes=-2, **kwargs)
 
 
 def key_name(key: Any) -> str | None:
@@ -87,22 +132,80 @@ def match_role(path: str, compiled: list[tuple[re.Pattern, Role]]) -> Role:
     )
 
 
-def _normalize(axes: Axes, ndim: int) -> tuple[int, ...]:
+def _normalize(axes: Axes | None, ndim: int) -> tuple[int, ...]:
+    if axes is None:
+        return ()
     axes = (axes,) if isinstance(axes, int) else tuple(axes)
     return tuple(a % ndim for a in axes)
 
 
+def _axes_of(role: Role, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(declared batch axes, in axes, out axes) of `role` on an `ndim`-axis parameter."""
+    n = max(ndim, 1)
+    batch = _normalize(role.batch_axes, n)
+    outs = _normalize(-1 if role.out_axes is None else role.out_axes, n)
+    if role.in_axes is not None:
+        ins = _normalize(role.in_axes, n)
+    elif role.norm == "conv_spectral":  # a conv kernel [*spatial, c_in, c_out]
+        ins = tuple(a for a in range(ndim) if a not in outs + batch)
+    else:
+        ins = _normalize(-2, n)
+    return batch, ins, outs
+
+
+def _out_of_range(axes: Axes | None, ndim: int) -> list[int]:
+    if axes is None:
+        return []
+    axes = (axes,) if isinstance(axes, int) else tuple(axes)
+    return [a for a in axes if not -ndim <= a < ndim]
+
+
 def check_shape(path: str, role: Role, shape: tuple[int, ...]) -> None:
     """Raises ValueError if `role` cannot be applied to a parameter of `shape`."""
-    if role.norm in MATRIX_NORMS:
-        ndim = len(shape)
-        axes = [*_normalize(role.in_axes, max(ndim, 1)), *_normalize(role.out_axes, max(ndim, 1))]
-        if ndim < 2 or len(set(axes)) != len(axes):
+    if role.norm not in MATRIX_NORMS:
+        return
+    ndim, norm = len(shape), role.norm
+    where = f"Parameter {path!r} of shape {shape} (norm {norm!r})"
+    if ndim < 2:
+        raise ValueError(
+            f"{where} is not a matrix: the matrix norm {norm!r} needs ≥ 2 axes. "
+            "Vectors take 'bias_rms' or 'none'."
+        )
+    bad = {
+        name: _out_of_range(getattr(role, name), ndim)
+        for name in ("in_axes", "out_axes", "batch_axes")
+    }
+    bad = {k: v for k, v in bad.items() if v}
+    if bad:
+        raise ValueError(f"{where}: axes {bad} are out of range for {ndim} axes.")
+    batch, ins, outs = _axes_of(role, ndim)
+    for (a_name, a), (b_name, b) in (
+        (("in_axes", ins), ("out_axes", outs)),
+        (("in_axes", ins), ("batch_axes", batch)),
+        (("out_axes", outs), ("batch_axes", batch)),
+    ):
+        common = sorted(set(a) & set(b))
+        if common or len(set(a)) != len(a):
             raise ValueError(
-                f"Parameter {path!r} of shape {shape} cannot take the matrix norm "
-                f"{role.norm!r} (in_axes={role.in_axes}, out_axes={role.out_axes}); "
-                "Vectors take 'bias_rms' or 'none'; set in_axes/out_axes for other layouts."
+                f"{where}: {a_name} {a} and {b_name} {b} overlap (axis {common or a}); "
+                "each axis must be in exactly one of in_axes, out_axes, batch_axes."
             )
+    if not ins or not outs:
+        raise ValueError(f"{where}: in_axes {ins} and out_axes {outs} must both be non-empty.")
+    undeclared = tuple(a for a in range(ndim) if a not in batch + ins + outs)
+    if undeclared and role.in_axes is None and role.out_axes is None:
+        raise ValueError(
+            f"{where}: axes {undeclared} are neither matrix nor declared batch axes; "
+            f"the matrix view would be axes {ins} × {outs} with {undeclared} silently "
+            "taken as a stack. Declare them, either\n"
+            f"  - as a stack of separate matrices (scanned layers, experts): "
+            f"Role({norm!r}, batch_axes={undeclared if len(undeclared) > 1 else undeclared[0]}),"
+            " or\n"
+            f"  - as part of one matrix (a DenseGeneral/Einsum kernel such as "
+            f"[d_model, heads, head_dim]): give in_axes/out_axes, e.g. "
+            f"Role({norm!r}, in_axes=0, out_axes={tuple(range(1, ndim))}).\n"
+            "scion_jax.propose_rules(params) proposes a table from flax names and shapes."
+        )
 
 
 def resolve_roles(tree: Any, rules: Rules) -> Any:
@@ -118,11 +221,20 @@ def resolve_roles(tree: Any, rules: Rules) -> Any:
     return jax.tree_util.tree_map_with_path(one, tree)
 
 
+def matrix_axes(
+    role: Role, shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(batch, in, out) axes of `role`'s matrix view; undeclared axes count as batch
+    (`check_shape` has already refused them where they would be a silent guess)."""
+    ndim = len(shape)
+    declared, ins, outs = _axes_of(role, ndim)
+    batch = tuple(a for a in range(ndim) if a in declared or a not in ins + outs)
+    return batch, ins, outs
+
+
 def matrix_view(role: Role, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(permutation, matrix shape) bringing a param to ``[*batch, d_in, d_out]``."""
-    ndim = len(shape)
-    ins, outs = _normalize(role.in_axes, ndim), _normalize(role.out_axes, ndim)
-    batch = tuple(a for a in range(ndim) if a not in ins + outs)
+    batch, ins, outs = matrix_axes(role, shape)
     d_in = 1
     for a in ins:
         d_in *= shape[a]
@@ -130,6 +242,15 @@ def matrix_view(role: Role, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tu
     for a in outs:
         d_out *= shape[a]
     return batch + ins + outs, (*(shape[a] for a in batch), d_in, d_out)
+
+
+def conv_kernel_area(role: Role, shape: tuple[int, ...]) -> int:
+    """k² of a "conv_spectral" kernel: the product of its in axes but the last (c_in)."""
+    _, ins, _ = matrix_axes(role, shape)
+    area = 1
+    for a in ins[:-1]:
+        area *= shape[a]
+    return area
 
 
 def to_matrix(x: jax.Array, role: Role) -> jax.Array:

@@ -64,7 +64,7 @@ def test_lmo_respects_custom_axes():
 def test_stacked_lmo_is_per_matrix():
     g = jax.random.normal(jax.random.key(2), (3, D_IN, D_OUT))
     for norm in ("rms_to_rms", "l1_to_rms", "rms_to_inf"):
-        stacked = _direction_with_role(g, Role(norm))
+        stacked = _direction_with_role(g, Role(norm, batch_axes=0))
         for i in range(3):
             np.testing.assert_allclose(
                 stacked[i], _direction_with_role(g[i], Role(norm)), rtol=1e-5, atol=1e-6

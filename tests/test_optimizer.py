@@ -13,7 +13,7 @@ from scion_jax import Role
 RULES = [
     ("embed", "l1_to_rms"),
     ("head", Role("rms_to_inf", lr_scale=0.5)),
-    ("stack", Role("rms_to_rms", lr_scale=0.125)),
+    ("stack", Role("rms_to_rms", lr_scale=0.125, batch_axes=0)),
     ("bias", "bias_rms"),
     ("frozen", "none"),
     ("hidden", Role("rms_to_rms", lr_scale=0.125)),
@@ -131,6 +131,7 @@ def test_init_params_unit_norms(n_layers):
         ("head", "rms_to_inf"),
         ("sgn", "sign"),
         ("bias|frozen", "none"),
+        ("stack", Role("rms_to_rms", batch_axes=0)),
         (".*", "rms_to_rms"),
     ]
     shapes = {

@@ -23,6 +23,7 @@ RULES = [
     ("unembed", "rms_to_inf"),  # before "embed", which it contains
     ("embed", "l1_to_rms"),
     ("bias", "bias_rms"),
+    ("stack", scion_jax.Role("rms_to_rms", batch_axes=0)),
     (".*", "rms_to_rms"),
 ]
 MESHES = {(8,): ("fsdp",), (2, 4): ("fsdp", "tensor"), (4, 2): ("fsdp", "tensor")}
@@ -127,6 +128,46 @@ def test_auto_axes_without_out_shardings(ref_update):
     assert_close_tree(jax.jit(lambda g: opt.update(g, opt.init(g))[0])(sharded), want)
 
 
+@pytest.mark.parametrize("shape", list(MESHES))
+def test_auto_axes_updates_keep_param_shardings(ref_update, shape):
+    """Auto axes, no out_shardings, row- and column-split parameters mixed (and a
+    replicated and a stacked one): each update comes back in its parameter's sharding,
+    taken from `init`, with momentum and weight decay on."""
+    grads, _ = ref_update
+    names = MESHES[shape]
+    mesh = jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(shape))
+    kinds = {
+        "w0": "fsdp",
+        "w1": "tensor",
+        "mid0": "2d",
+        "mid1": "replicated",
+        "tall": "tensor",
+        "stack": "stack_rows",
+        "embed": "tensor",
+        "unembed": "fsdp",
+    }
+    if len(shape) == 1:
+        kinds["mid0"] = "fsdp"
+    shardings = {
+        k: NamedSharding(mesh, spec_for(kinds.get(k, "fsdp"), v.shape, names))
+        for k, v in grads.items()
+    }
+    g = {k: jax.device_put(v, shardings[k]) for k, v in grads.items()}
+    params = {k: jax.device_put(0.5 * v, shardings[k]) for k, v in grads.items()}
+    opt = scion_jax.scion(1.0, RULES, ns_dtype="float32", mesh=mesh, momentum=0.5, weight_decay=0.1)
+    got = jax.jit(opt.update)(g, opt.init(params), params)[0]
+    plain = scion_jax.scion(1.0, RULES, ns_dtype="float32", momentum=0.5, weight_decay=0.1)
+    host = jax.device_get(params)
+    want = jax.jit(plain.update)(grads, plain.init(host), host)[0]
+    assert_close_tree(jax.device_get(got), jax.device_get(want))
+    for k in grads:
+        assert got[k].sharding.is_equivalent_to(shardings[k], grads[k].ndim), (
+            k,
+            got[k].sharding.spec,
+            shardings[k].spec,
+        )
+
+
 def test_inject_hyperparams_with_mesh(ref_update):
     """Injected learning rate and ns_steps (traced inside the shard_map) still match."""
     grads, want = ref_update
@@ -217,8 +258,10 @@ def test_errors():
     with pytest.raises(ValueError, match="not bound"):
         opt.update(grads, opt.init(grads))
     other = jax.make_mesh((8,), ("data",))
-    sharded = {k: jax.device_put(v, NamedSharding(other, spec_for("fsdp", v.shape, ("data",))))
-               for k, v in grads.items()}
+    sharded = {
+        k: jax.device_put(v, NamedSharding(other, spec_for("fsdp", v.shape, ("data",))))
+        for k, v in grads.items()
+    }
     opt = scion_jax.scion(1.0, RULES, mesh=mesh)
     with pytest.raises(ValueError, match="does not have"):
         jax.jit(lambda g: opt.update(g, opt.init(g))[0])(sharded)
@@ -279,7 +322,7 @@ def test_per_device_flops_and_collectives(spec, expected):
 
 
 def test_stacked_along_layers_needs_no_communication():
-    rules = [(".*", "rms_to_rms")]
+    rules = [(".*", scion_jax.Role("rms_to_rms", batch_axes=0))]
     shapes = {"stack": (16, 64, 96)}
     mesh = jax.make_mesh((8,), ("fsdp",))
     sh = {"stack": NamedSharding(mesh, P("fsdp", None, None))}

@@ -5,10 +5,13 @@
 For each width (4 layers, head_dim 64, seq 256, batch 16, vocab 256 — TARGETS.md):
 tokens/s of the jitted train step with scion and with adamw, MFU = model FLOPs
 (6·N_matmul + attention, forward + backward) / the measured matmul peak, and the
-optimizer's share = 1 − t(forward+backward only) / t(full step), and the cost of logging
-every layer's norm (exact SVD) every 16 steps relative to those steps. With --torch, the same
-architecture in PyTorch (torch.compile'd model, Scion step) at each width, timed in a
-child process, for the ratio ours / PyTorch measured in the same run.
+optimizer's share = 1 − t(forward+backward only) / t(full step), and the cost of the
+trainer's norm log every 16 steps relative to those steps (target ≤ 3%): every layer's
+parameter norm (exact SVD) and per-group summaries ("norms"), and that plus the update's
+norms and the parameter copy they need ("+updates", the trainer's default); the step and
+both logs are timed in interleaved rounds.
+With --torch, the same architecture in PyTorch (torch.compile'd model, Scion step) at each
+width, timed in a child process, for the ratio ours / PyTorch measured in the same run.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from absl import app, flags
 from flax import nnx
 
 from scion_jax.model import init_model, model_flops_per_token
-from scion_jax.norms import layer_norms
 from scion_jax.train.config import base_config
+from scion_jax.train.metrics import norm_logger
 from scion_jax.train.optim import make_optimizer, model_rules
 from scion_jax.train.trainer import make_step, model_config
 
@@ -76,7 +79,7 @@ def _config(width: int, optimizer: str):
 
 
 def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, float]:
-    """(tokens/s, step s, forward+backward-only s, layer_norms s) on one device."""
+    """(tokens/s, step s, forward+backward-only s, norm log s, with updates s), one device."""
     config = _config(width, optimizer)
     cfg = model_config(config)
     tx = make_optimizer(config, cfg, mesh=None)
@@ -91,11 +94,33 @@ def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, f
     batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
     step = jax.jit(step_fn, donate_argnums=0)
     grad_only = jax.jit(lambda s, b: (s, jax.grad(loss_fn)(s["params"], b)))
-    t_step = _median_step_time(step, fresh(), batch, FLAGS.steps)
     t_grad = _median_step_time(grad_only, fresh(), batch, FLAGS.steps)
-    norms = jax.jit(lambda s, b: (s, layer_norms(s["params"], model_rules(config, cfg))))
-    t_norms = _median_step_time(norms, fresh(), batch, FLAGS.steps)
-    return FLAGS.batch * FLAGS.seq_len / t_step, t_step, t_grad, t_norms
+    log = jax.jit(norm_logger(model_rules(config, cfg)))
+    copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p))  # as the trainer: before the step
+
+    def params_log(s, b):
+        return s, log(s["params"])
+
+    def full_log(s, b):  # the trainer's: copy before the step, then both norm sets
+        return s, log(s["params"], copy(s["params"]))
+
+    t_step, t_norms, t_full = _interleaved_median((step, params_log, full_log), fresh(), batch)
+    return FLAGS.batch * FLAGS.seq_len / t_step, t_step, t_grad, t_norms, t_full
+
+
+def _interleaved_median(fns, state, batch) -> list[float]:
+    """Median seconds of each fn(state, batch) -> (state, out), timed in alternation."""
+    times: list[list[float]] = [[] for _ in fns]
+    for fn in fns:  # compile
+        state, out = fn(state, batch)
+        jax.block_until_ready(out)
+    for _ in range(FLAGS.steps):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            state, out = fn(state, batch)
+            jax.block_until_ready(out)
+            times[i].append(time.perf_counter() - start)
+    return [float(np.median(t)) for t in times]
 
 
 def torch_tokens_per_s(width: int) -> float:
@@ -156,7 +181,7 @@ def main(_):
     print(f"measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s on {jax.devices()[0]}")
     header = (
         f"{'d':>5s} {'opt':>6s} {'tokens/s':>10s} {'MFU':>6s} {'opt share':>10s} "
-        f"{'norms/16 steps':>15s} {'torch tok/s':>12s} {'ours/torch':>11s}"
+        f"{'norms/16 steps':>15s} {'+updates':>9s} {'torch tok/s':>12s} {'ours/torch':>11s}"
     )
     print(header)
     for width in map(int, FLAGS.widths):
@@ -165,16 +190,17 @@ def main(_):
             model_config(_config(width, "scion")), FLAGS.seq_len
         )
         for optimizer in ("scion", "adamw"):
-            tps, t_step, t_grad, t_norms = jax_tokens_per_s(width, optimizer)
+            tps, t_step, t_grad, t_norms, t_full = jax_tokens_per_s(width, optimizer)
             mfu = tps * flops_per_token / peak
             share = max(0.0, 1 - t_grad / t_step)
             torch_cols = ("", "")
             if torch_tps and optimizer == "scion":
                 torch_cols = (f"{torch_tps:,.0f}", f"{tps / torch_tps:.2f}")
             norm_cost = t_norms / (16 * t_step)  # norms logged every 16 steps (target ≤ 3%)
+            full_cost = t_full / (16 * t_step)
             print(
                 f"{width:5d} {optimizer:>6s} {tps:10,.0f} {mfu:6.1%} {share:10.1%} "
-                f"{norm_cost:15.1%} {torch_cols[0]:>12s} {torch_cols[1]:>11s}"
+                f"{norm_cost:15.1%} {full_cost:9.1%} {torch_cols[0]:>12s} {torch_cols[1]:>11s}"
             )
 
 

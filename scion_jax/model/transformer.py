@@ -146,14 +146,15 @@ def scion_rules(
     """The Scion rule table for `Transformer` (PAPER.md §2): input 1→RMS, hidden RMS→RMS,
     output RMS→∞, learnable norm scales RMS-normalised (``bias_rms``) in the hidden group.
 
-    The default ``Role`` axes (matrix = last two axes) make stacked ``[L, d_in, d_out]``
-    kernels of a scanned model a batch of L matrices. The paper's best group ratio
-    η_in : η_hidden : η_out = 1 : 1/8 : 1 is ``hidden_lr_scale=1/8``.
+    A scanned model (``cfg.scan_layers``) stores its kernels ``[L, d_in, d_out]``: its
+    ``[L]`` axis is declared a stack (``batch_axes=0``), a batch of L matrices. The
+    paper's best group ratio η_in : η_hidden : η_out = 1 : 1/8 : 1 is ``hidden_lr_scale=1/8``.
     """
+    stack = {"batch_axes": 0} if cfg.scan_layers else {}
     rules = [
         (r"^embed/embedding$", Role("l1_to_rms", input_lr_scale)),
         (r"^unembed/kernel$", Role("rms_to_inf", output_lr_scale)),
-        (r"/(attn/[qkvo]|mlp/w[123])/kernel$", Role("rms_to_rms", hidden_lr_scale)),
+        (r"/(attn/[qkvo]|mlp/w[123])/kernel$", Role("rms_to_rms", hidden_lr_scale, **stack)),
     ]
     if cfg.learnable_norm:
         rules.append((r"(^|/)scale$", Role("bias_rms", hidden_lr_scale)))

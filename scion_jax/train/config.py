@@ -13,6 +13,8 @@ import ml_collections
 
 from scion_jax.data import default_data_config
 
+# Norms `norm_extra` may add to the log (`scion_jax.norms.VALID` beyond the role norms).
+NORM_EXTRA = ("supremum", "condition_number", "frobenius", "stable_rank")
 OPTIMIZERS = ("scion", "adamw", "muon")
 SCHEDULES = ("constant", "warmup", "linear_decay", "wsd")
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -79,6 +81,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.log_every = 10
     c.norm_every = 16
     c.norm_power_iters = 0  # σ_max for rms_to_rms norms: 0 = exact SVD, else power iterations
+    c.norm_updates = True  # also log the update's norms (ΔW over the step), "update/..."
+    c.norm_extra = ()  # more norms per matrix, e.g. ("supremum", "condition_number")
     c.eval_every = 100
     c.eval_batches = 4  # held-out batches of batch_size sequences, unless ...
     c.eval_sequences = 0  # ... > 0: this many held-out sequences, whatever the batch size
@@ -155,6 +159,8 @@ def validate(
         raise ValueError(
             f"config.optimizer.momentum={config.optimizer.momentum} must be in [0, 1]."
         )
+    for name in config.norm_extra:
+        _choice("norm_extra", name, NORM_EXTRA)
     if not 0.0 < config.schedule.decay_fraction <= 1.0:
         raise ValueError("config.schedule.decay_fraction must be in (0, 1].")
     for step in config.keep_steps:

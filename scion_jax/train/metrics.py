@@ -1,4 +1,4 @@
-"""Run outputs: `metrics.jsonl`, TensorBoard events, and `summary.png`.
+"""Run outputs: `metrics.jsonl`, TensorBoard events, `summary.png`, and the norm log.
 
 `metrics.jsonl` has one JSON object per logged step. On resume, rows past the restored
 checkpoint (logged before a kill, about to be recomputed) are dropped, so a resumed run's
@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 from tensorboardX import SummaryWriter
 
 from scion_jax.analysis.collect import atomic_write_text
+from scion_jax.norms import ROLE, layer_norms
+from scion_jax.rules import Rules, path_str, resolve_roles
+from scion_jax.train.optim import GROUP_OF_NORM
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
@@ -82,3 +88,49 @@ def plot_summary(metrics_path: str, png_path: str) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=120)
+
+
+def norm_logger(
+    rules: Rules, extra: Sequence[str] = (), *, power_iters: int | None = None
+) -> Callable[[Any, Any], dict[str, jax.Array]]:
+    """fn(params, prev_params=None) -> the norm log (Disco's track_param / track_update).
+
+    Keys: ``f"{norm}/{path}"`` for each parameter in its role's norm and in each `extra`
+    norm (e.g. "supremum", "condition_number"; stacked matrices get ``/{i}``);
+    ``f"norm_{group}/max"`` and ``/mean`` over a group's role norms (input: l1_to_rms,
+    output: rms_to_inf, hidden: the rest). Given the parameters before the step, the
+    same for the update ΔW = W − W_prev under ``"update/"`` (ΔW = −η·s·(ρ·LMO + λ·W), so
+    with λ = 0 its role norm is η·s·ρ).
+    """
+
+    def group_summary(norms: dict[str, jax.Array], params: Any) -> dict[str, jax.Array]:
+        roles = resolve_roles(params, rules)
+        flat = jax.tree_util.tree_flatten_with_path(params)[0]
+        groups: dict[str, list[jax.Array]] = {}
+        for (path, _), role in zip(flat, jax.tree.structure(params).flatten_up_to(roles)):
+            if role.norm == "none":
+                continue
+            key = f"{role.norm}/{path_str(path)}"
+            values = [v for k, v in norms.items() if k == key or k.startswith(key + "/")]
+            groups.setdefault(GROUP_OF_NORM.get(role.norm, "hidden"), []).extend(values)
+        out = {}
+        for group, values in groups.items():
+            stacked = jnp.stack(values)
+            out[f"norm_{group}/max"] = jnp.max(stacked)
+            out[f"norm_{group}/mean"] = jnp.mean(stacked)
+        return out
+
+    def log(tree: Any) -> dict[str, jax.Array]:
+        norms = layer_norms(tree, rules, (ROLE, *extra), power_iters=power_iters)
+        return {**norms, **group_summary(norms, tree)}
+
+    def fn(params: Any, prev: Any = None) -> dict[str, jax.Array]:
+        out = log(params)
+        if prev is not None:
+            delta = jax.tree.map(
+                lambda w, p: w.astype(jnp.float32) - p.astype(jnp.float32), params, prev
+            )
+            out |= {f"update/{k}": v for k, v in log(delta).items()}
+        return out
+
+    return fn

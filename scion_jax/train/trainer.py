@@ -28,10 +28,9 @@ from tqdm import tqdm
 
 from scion_jax import data as data_lib
 from scion_jax.model import ModelConfig, init_model, model_flops_per_token, param_specs
-from scion_jax.norms import layer_norms
 from scion_jax.train import config as config_lib
 from scion_jax.train.checkpoint import Checkpoints, abstract_like
-from scion_jax.train.metrics import MetricsWriter, plot_summary
+from scion_jax.train.metrics import MetricsWriter, norm_logger, plot_summary
 from scion_jax.train.optim import make_optimizer, make_schedule, model_rules
 
 BATCH_SPEC = P(("data", "fsdp"), None)
@@ -148,8 +147,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
     eval_loss = jax.jit(loss_fn, in_shardings=(state_shardings["params"], batch_sharding))
     norms_fn = jax.jit(
-        functools.partial(layer_norms, rules=rules, power_iters=config.norm_power_iters or None)
+        norm_logger(rules, tuple(config.norm_extra), power_iters=config.norm_power_iters or None)
     )
+    copy_params = jax.jit(lambda p: jax.tree.map(jnp.copy, p))  # survives the donated step
 
     # --- data, checkpoints, resume ---
     train_iter = data_lib.make_train_iterator(
@@ -194,8 +194,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     def evaluate(params) -> float:
         return float(np.mean([eval_loss(params, b) for b in eval_batches]))
 
-    def norm_metrics(params) -> dict[str, float]:
-        norms = {k: float(v) for k, v in norms_fn(params).items()}
+    def norm_metrics(params, prev=None) -> dict[str, float]:
+        """Parameter norms, and the update's (ΔW over the step) given `prev`."""
+        norms = {k: float(v) for k, v in norms_fn(params, prev).items()}
         norms["output_norm"] = norms["rms_to_inf/unembed/kernel"]
         return norms
 
@@ -214,9 +215,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     try:
         for step in range(start + 1, config.steps + 1):
             batch = _global_batch(next(train_iter), batch_sharding)
+            norm = step % config.norm_every == 0 or step == config.steps
+            prev = copy_params(state["params"]) if norm and config.norm_updates else None
             state, metrics = train_step(state, batch)
             log = step % config.log_every == 0 or step == config.steps
-            norm = step % config.norm_every == 0 or step == config.steps
             evaluate_now = step % config.eval_every == 0 or step == config.steps
             save = step % config.checkpoint_every == 0 or step == config.steps or step in keep_steps
             if log or norm or evaluate_now or save or preemption.requested:
@@ -240,7 +242,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 }
                 row["model_flops_per_s"] = tps / tokens_per_step * flops_per_step
                 if norm:
-                    row.update(norm_metrics(state["params"]))
+                    row.update(norm_metrics(state["params"], prev))
+                    prev = None
                 if evaluate_now:
                     row["eval_loss"] = evaluate(state["params"])
                 writer.write(row)

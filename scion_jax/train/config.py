@@ -18,6 +18,8 @@ SCHEDULES = ("constant", "warmup", "linear_decay", "wsd")
 MESH_AXES = ("data", "fsdp", "tensor")
 DTYPES = ("float32", "bfloat16")
 NS_COEFFS = ("muon", "polar_express", "svd")
+ATTENTION = ("xla", "einsum", "cudnn", "blockwise")
+REMAT = ("none", "block", "dots")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -26,6 +28,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.steps = 100
     c.batch_size = 16  # sequences per step, global
     c.seq_len = 256
+    # Memory (issue 10): gradient accumulation over `microbatches` splits of the batch inside
+    # the one step; the loss's logits `loss_chunk` positions at a time (-1: auto, chunked
+    # when vocab ≥ 32k; 0: plain logits). See also model.attention / attention_block / remat.
+    c.microbatches = 1
+    c.loss_chunk = -1
 
     c.model = ml_collections.ConfigDict(
         dict(
@@ -41,6 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
             scan_layers=False,
             rope_theta=10000.0,
             attention="xla",
+            attention_block=512,
+            remat="none",
             param_dtype="float32",
             compute_dtype="bfloat16",
         )
@@ -151,6 +160,14 @@ def validate(
     _choice("model.compute_dtype", config.model.compute_dtype, DTYPES)
     _choice("optimizer.ns_dtype", config.optimizer.ns_dtype, DTYPES)
     _choice("optimizer.ns_coeffs", config.optimizer.ns_coeffs, NS_COEFFS)
+    _choice("model.attention", config.model.attention, ATTENTION)
+    _choice("model.remat", config.model.remat, REMAT)
+    _positive(config, "microbatches", "model.attention_block")
+    if config.loss_chunk < -1:
+        raise ValueError(
+            f"config.loss_chunk={config.loss_chunk}; valid: -1 (auto), 0 (plain logits) or a "
+            "positive number of positions."
+        )
     if not 0.0 <= config.optimizer.momentum <= 1.0:
         raise ValueError(
             f"config.optimizer.momentum={config.optimizer.momentum} must be in [0, 1]."
@@ -196,6 +213,12 @@ def validate(
         raise ValueError(
             f"config.batch_size={config.batch_size} must divide by data×fsdp = "
             f"{mesh['data'] * mesh['fsdp']}."
+        )
+    if config.batch_size % (config.microbatches * mesh["data"] * mesh["fsdp"]):
+        raise ValueError(
+            f"config.batch_size={config.batch_size} must divide by config.microbatches × "
+            f"mesh data×fsdp = {config.microbatches} × {mesh['data'] * mesh['fsdp']} (every "
+            "microbatch is spread over the data-parallel devices)."
         )
     return mesh
 

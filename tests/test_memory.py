@@ -206,7 +206,7 @@ def test_memory_report_on_a_sharded_small_config(tmp_path):
     rows = r["per_device_batch"] // r["microbatches"]
     assert r["fixed_bytes"] + r["bytes_per_row"] * rows == pytest.approx(r["total_bytes"])
     for gib, batch in r["max_per_device_batch"].items():
-        fits = lambda b: r["fixed_bytes"] + r["bytes_per_row"] * b / 2 <= int(gib) * 2**30
+        fits = lambda b, gib=gib: r["fixed_bytes"] + r["bytes_per_row"] * b / 2 <= int(gib) * 2**30
         assert batch % 2 == 0 and fits(batch) and not fits(batch + 2)
     plain = report("--per_device_batch=4", *overrides, "--config.loss_chunk=0")
     assert r["temp_bytes"] < 0.5 * plain["temp_bytes"]

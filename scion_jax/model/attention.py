@@ -81,7 +81,7 @@ def _forward(qb, kb, vb):
         qi = qb[i]
 
         def step(j, carry):
-            m, l, acc = carry
+            m, norm, acc = carry
             s = _scores(qi, kb[j], i, j)
             m_new = jnp.maximum(m, s.max(-1))
             p = jnp.exp(s - m_new[..., None])
@@ -89,7 +89,7 @@ def _forward(qb, kb, vb):
             pv = jnp.einsum(
                 "bkgqs,bskd->bkgqd", p.astype(vb.dtype), vb[j], preferred_element_type=jnp.float32
             )
-            return m_new, l * scale + p.sum(-1), acc * scale[..., None] + pv
+            return m_new, norm * scale + p.sum(-1), acc * scale[..., None] + pv
 
         init = (
             jnp.full((b, kv, g, size), -jnp.inf, jnp.float32),
@@ -97,9 +97,9 @@ def _forward(qb, kb, vb):
             jnp.zeros((b, kv, g, size, d), jnp.float32),
         )
         # Every row sees ≥ 1 key in block 0, so m is finite after the first step.
-        m, l, acc = jax.lax.fori_loop(0, i + 1, step, init)
-        out = (acc / l[..., None]).transpose(0, 3, 1, 2, 4)  # [B, size, K, G, D]
-        return out.astype(qb.dtype), m + jnp.log(l)
+        m, norm, acc = jax.lax.fori_loop(0, i + 1, step, init)
+        out = (acc / norm[..., None]).transpose(0, 3, 1, 2, 4)  # [B, size, K, G, D]
+        return out.astype(qb.dtype), m + jnp.log(norm)
 
     return jax.lax.map(query_block, jnp.arange(n))
 

@@ -153,12 +153,12 @@ def test_all_options_train_and_resume_bitwise(tmp_path):
     full = train(config(8), str(tmp_path / "full"))
     train(config(4), str(tmp_path / "resumed"))  # stops at step 4 (checkpointed) ...
     resumed = train(config(8), str(tmp_path / "resumed"))  # ... and continues to 8
-    assert full["loss"] == resumed["loss"] and full["eval_loss"] == resumed["eval_loss"]
-    assert full["output_norm"] == resumed["output_norm"] > 1.0
-    assert full["eval_loss"] < np.log(256) - 0.5  # it learns
-    for name in ("full", "resumed"):
-        with open(tmp_path / name / "metrics.jsonl") as f:
-            assert json.loads(f.readline())["eval_loss"] == pytest.approx(np.log(256), abs=0.1)
+    keys = ("loss", "eval_loss", "grad_norm", "output_norm")
+    assert {k: full[k] for k in keys} == {k: resumed[k] for k in keys}  # bitwise
+    with open(tmp_path / "full" / "metrics.jsonl") as f:
+        first = json.loads(f.readline())
+    assert first["eval_loss"] == pytest.approx(np.log(256), abs=0.1), first
+    assert full["eval_loss"] < first["eval_loss"] - 0.3, full  # it learns
 
 
 def _memory_module():
@@ -187,6 +187,7 @@ def test_memory_report_on_a_sharded_small_config(tmp_path):
     on = [
         "--config.microbatches=2", "--config.loss_chunk=16", "--config.model.remat=block",
         "--config.model.attention=blockwise", "--config.model.attention_block=32",
+        "--config.model.scan_layers=true",
     ]  # fmt: skip
     script = os.path.join(ROOT, "experiments", "benchmarks", "memory.py")
     config = os.path.join(ROOT, "experiments", "configs", "quickstart.py")

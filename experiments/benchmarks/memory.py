@@ -103,6 +103,7 @@ def step_memory(config, per_device_batch: int) -> dict[str, int]:
         tx,
         loss_chunk=resolve_chunk(config.loss_chunk, model_cfg.vocab_size),
         microbatches=config.microbatches,
+        mesh=mesh,
     )
     step = jax.jit(
         step_fn,

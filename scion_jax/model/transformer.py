@@ -20,6 +20,7 @@ from flax import nnx
 from scion_jax.init import init_params
 from scion_jax.model.attention import attention
 from scion_jax.model.config import ModelConfig
+from scion_jax.model.sharding import logical_to_spec
 from scion_jax.model.layers import (
     Dense,
     Embed,
@@ -129,7 +130,7 @@ class Transformer(nnx.Module):
                 f"tokens must be [batch, seq] with seq <= max_seq_len={self.cfg.max_seq_len}; "
                 f"got shape {tokens.shape}."
             )
-        x = self.embed(tokens).astype(jnp.float32)
+        x = _batch_sharded(self.embed(tokens).astype(jnp.float32))
         apply = _apply_block
         if self.cfg.remat != "none":
             apply = nnx.remat(_apply_block, policy=REMAT_POLICIES[self.cfg.remat])
@@ -151,7 +152,18 @@ REMAT_POLICIES = {"block": None, "dots": jax.checkpoint_policies.dots_with_no_ba
 
 
 def _apply_block(block: Block, x: jax.Array) -> jax.Array:
-    return block(x)
+    return _batch_sharded(block(x))
+
+
+def _batch_sharded(x: jax.Array) -> jax.Array:
+    """Pins the residual stream ``[B, T, d]`` to the batch axes when a mesh is set
+    (``jax.sharding.use_abstract_mesh``): under FSDP, GSPMD would otherwise follow the embedding table's
+    d-sharding and keep every row of the batch on every device."""
+    mesh = jax.sharding.get_abstract_mesh()
+    spec = logical_to_spec(("batch", "seq", None))
+    if mesh.empty or not set(jax.tree.leaves(tuple(spec))) <= set(mesh.axis_names):
+        return x
+    return jax.lax.with_sharding_constraint(x, spec)
 
 
 def scion_rules(

@@ -247,6 +247,11 @@ def paper_config(size: str, data_source: str | None) -> ml_collections.ConfigDic
     c.optimizer.learning_rate = 2.0**-9
     c.optimizer.ns_dtype = "bfloat16"
     c.mesh.update(data=-1, fsdp=1, tensor=1)
+    # Memory (experiments/benchmarks/README.md, "Memory"): no T×T scores, no [B, T, V]
+    # logits, and only each block's input kept for the backward pass (scanned blocks: on
+    # XLA:CPU remat of unrolled blocks was measured to be undone by CSE).
+    c.model.update(attention="blockwise", attention_block=512, remat="block", scan_layers=True)
+    c.loss_chunk = -1  # auto: chunked at V = 128k
     c.log_every, c.norm_every, c.eval_every, c.checkpoint_every = 10, 16, 500, 1000
     c.keep_checkpoints, c.keep_every = 2, 5000
     if data_source:

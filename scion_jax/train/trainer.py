@@ -66,6 +66,7 @@ def make_step(
     tx: optax.GradientTransformation,
     loss_chunk: int = 0,
     microbatches: int = 1,
+    mesh: jax.sharding.Mesh | None = None,
 ):
     """(loss_fn(params, batch), step_fn(state, batch) -> (state, metrics)), unjitted.
 
@@ -73,12 +74,16 @@ def make_step(
     (`scion_jax.train.loss`). `microbatches` > 1: the batch's rows are split into that many
     microbatches (row r goes to microbatch r mod M, so each stays spread over the data
     axes), run one after another by ``lax.scan``, their gradients summed in fp32, and one
-    optimizer update made: the mean loss and gradient of the whole batch.
+    optimizer update made: the mean loss and gradient of the whole batch. With `mesh`, the
+    model's activations are pinned to the batch axes (`Transformer.hidden`).
     """
 
     def micro_loss(params, batch):
         model = nnx.merge(graphdef, params)
-        return lm_loss(model, batch["inputs"], batch["targets"], loss_chunk)
+        if mesh is None:
+            return lm_loss(model, batch["inputs"], batch["targets"], loss_chunk)
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return lm_loss(model, batch["inputs"], batch["targets"], loss_chunk)
 
     def split(batch):
         return jax.tree.map(
@@ -104,7 +109,8 @@ def make_step(
     def loss_fn(params, batch):
         if microbatches == 1:
             return micro_loss(params, batch)
-        losses = jax.lax.map(lambda micro: micro_loss(params, micro), split(batch))
+        # params ride in the carry: an NNX model must be built at the loop body's trace level.
+        _, losses = jax.lax.scan(lambda p, micro: (p, micro_loss(p, micro)), params, split(batch))
         return losses.mean()
 
     def step_fn(state, batch):
@@ -181,6 +187,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         tx,
         loss_chunk=resolve_chunk(config.loss_chunk, model_cfg.vocab_size),
         microbatches=config.microbatches,
+        mesh=mesh,
     )
     train_step = jax.jit(
         step_fn,

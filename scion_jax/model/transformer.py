@@ -20,7 +20,6 @@ from flax import nnx
 from scion_jax.init import init_params
 from scion_jax.model.attention import attention
 from scion_jax.model.config import ModelConfig
-from scion_jax.model.sharding import logical_to_spec
 from scion_jax.model.layers import (
     Dense,
     Embed,
@@ -28,6 +27,7 @@ from scion_jax.model.layers import (
     make_norm,
     rope,
 )
+from scion_jax.model.sharding import logical_to_spec
 from scion_jax.rules import Role
 
 
@@ -157,8 +157,8 @@ def _apply_block(block: Block, x: jax.Array) -> jax.Array:
 
 def _batch_sharded(x: jax.Array) -> jax.Array:
     """Pins the residual stream ``[B, T, d]`` to the batch axes when a mesh is set
-    (``jax.sharding.use_abstract_mesh``): under FSDP, GSPMD would otherwise follow the embedding table's
-    d-sharding and keep every row of the batch on every device."""
+    (``jax.sharding.use_abstract_mesh``): under FSDP, GSPMD would otherwise follow the
+    embedding table's d-sharding and keep every row of the batch on every device."""
     mesh = jax.sharding.get_abstract_mesh()
     spec = logical_to_spec(("batch", "seq", None))
     if mesh.empty or not set(jax.tree.leaves(tuple(spec))) <= set(mesh.axis_names):

@@ -14,6 +14,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+REMAT = ("none", "block", "dots")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -35,8 +37,13 @@ class ModelConfig:
       learnable_norm: give every RMSNorm a learnable scale (the paper's norms have none).
       scan_layers: store blocks stacked ``[L, ...]`` and run them with ``nnx.scan``.
       attention: "xla" (``jax.nn.dot_product_attention``; measured 3-7% faster than "einsum"
-        on the 2-core CPU at d=128), "einsum" (explicit, fp32 softmax), or "cudnn" (the fused
-        GPU kernel).
+        on the 2-core CPU at d=128), "einsum" (explicit, fp32 softmax), "cudnn" (the fused
+        GPU kernel), or "blockwise" (flash-style online softmax in plain JAX, O(T·block)
+        memory; `scion_jax.model.attention`).
+      attention_block: query / key block length of "blockwise" attention.
+      remat: what the backward pass recomputes (`jax.checkpoint` per block): "none" keeps
+        every activation, "block" only each block's input, "dots" the outputs of the weight
+        matmuls (norms, RoPE, attention and SwiGLU are recomputed).
       param_dtype: dtype of the stored weights.
       compute_dtype: dtype of matmul operands (norms, softmax, the residual stream and the
         logits stay fp32). bf16 is the paper's setting and, measured, also the faster one on
@@ -56,6 +63,8 @@ class ModelConfig:
     learnable_norm: bool = False
     scan_layers: bool = False
     attention: str = "xla"
+    attention_block: int = 512
+    remat: str = "none"
     param_dtype: Any = jnp.float32
     compute_dtype: Any = jnp.bfloat16
 
@@ -72,10 +81,18 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}.")
-        if self.attention not in ("einsum", "xla", "cudnn"):
+        if self.attention not in ("einsum", "xla", "cudnn", "blockwise"):
             raise ValueError(
-                f"attention must be 'einsum', 'xla' or 'cudnn'; got {self.attention!r}."
+                "attention must be 'einsum', 'xla', 'cudnn' or 'blockwise'; "
+                f"got {self.attention!r}."
             )
+        if self.attention_block < 1:
+            raise ValueError(
+                f"model.attention_block={self.attention_block} must be a positive number of "
+                "positions (any value; T is padded to a multiple of it)."
+            )
+        if self.remat not in REMAT:
+            raise ValueError(f"model.remat={self.remat!r}; valid: {', '.join(REMAT)}.")
 
     def replace(self, **kwargs: Any) -> ModelConfig:
         return dataclasses.replace(self, **kwargs)

@@ -18,15 +18,16 @@ import jax.numpy as jnp
 from flax import nnx
 
 from scion_jax.init import init_params
+from scion_jax.model.attention import attention
 from scion_jax.model.config import ModelConfig
 from scion_jax.model.layers import (
     Dense,
     Embed,
     apply_norm,
-    causal_attention,
     make_norm,
     rope,
 )
+from scion_jax.model.sharding import logical_to_spec
 from scion_jax.rules import Role
 
 
@@ -46,6 +47,7 @@ class Attention(nnx.Module):
         self.out_norm = make_norm(cfg, h * hd, rngs, every)
         self.n_heads, self.n_kv_heads, self.head_dim = h, kv, hd
         self.rope_theta, self.implementation = cfg.rope_theta, cfg.attention
+        self.attention_block = cfg.attention_block
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, _ = x.shape
@@ -55,7 +57,7 @@ class Attention(nnx.Module):
         q = rope(apply_norm(self.q_norm, q), self.rope_theta)
         k = rope(apply_norm(self.k_norm, k), self.rope_theta)
         v = apply_norm(self.v_norm, v)
-        out = causal_attention(q, k, v, self.implementation).reshape(b, t, -1)
+        out = attention(q, k, v, self.implementation, self.attention_block).reshape(b, t, -1)
         return self.o(apply_norm(self.out_norm, out))
 
 
@@ -118,23 +120,50 @@ class Transformer(nnx.Module):
         )
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
+        return self.unembed(self.hidden(tokens)).astype(jnp.float32)
+
+    def hidden(self, tokens: jax.Array) -> jax.Array:
+        """The final norm's output ``[B, T, d]`` (fp32): the input of the unembedding, for a
+        loss that never materialises all logits (`scion_jax.train.loss`)."""
         if tokens.ndim != 2 or tokens.shape[1] > self.cfg.max_seq_len:
             raise ValueError(
                 f"tokens must be [batch, seq] with seq <= max_seq_len={self.cfg.max_seq_len}; "
                 f"got shape {tokens.shape}."
             )
-        x = self.embed(tokens).astype(jnp.float32)
+        x = _batch_sharded(self.embed(tokens).astype(jnp.float32))
+        apply = _apply_block
+        if self.cfg.remat != "none":
+            apply = nnx.remat(_apply_block, policy=REMAT_POLICIES[self.cfg.remat])
         if self.cfg.scan_layers:
 
             @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
             def run(x: jax.Array, block: Block) -> jax.Array:
-                return block(x)
+                return apply(block, x)
 
             x = run(x, self.layers)
         else:
             for block in self.layers:
-                x = block(x)
-        return self.unembed(self.final_norm(x)).astype(jnp.float32)
+                x = apply(block, x)
+        return self.final_norm(x)
+
+
+# `ModelConfig.remat` -> `jax.checkpoint` policy (None: save only the block's input).
+REMAT_POLICIES = {"block": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def _apply_block(block: Block, x: jax.Array) -> jax.Array:
+    return _batch_sharded(block(x))
+
+
+def _batch_sharded(x: jax.Array) -> jax.Array:
+    """Pins the residual stream ``[B, T, d]`` to the batch axes when a mesh is set
+    (``jax.sharding.use_abstract_mesh``): under FSDP, GSPMD would otherwise follow the
+    embedding table's d-sharding and keep every row of the batch on every device."""
+    mesh = jax.sharding.get_abstract_mesh()
+    spec = logical_to_spec(("batch", "seq", None))
+    if mesh.empty or not set(jax.tree.leaves(tuple(spec))) <= set(mesh.axis_names):
+        return x
+    return jax.lax.with_sharding_constraint(x, spec)
 
 
 def scion_rules(

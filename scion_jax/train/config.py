@@ -20,6 +20,8 @@ SCHEDULES = ("constant", "warmup", "linear_decay", "wsd")
 MESH_AXES = ("data", "fsdp", "tensor")
 DTYPES = ("float32", "bfloat16")
 NS_COEFFS = ("muon", "polar_express", "svd")
+ATTENTION = ("xla", "einsum", "cudnn", "blockwise")
+REMAT = ("none", "block", "dots")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -28,6 +30,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.steps = 100
     c.batch_size = 16  # sequences per step, global
     c.seq_len = 256
+    # Memory (issue 10): gradient accumulation over `microbatches` splits of the batch inside
+    # the one step; the loss's logits `loss_chunk` positions at a time (-1: auto, chunked
+    # when vocab ≥ 32k; 0: plain logits). See also model.attention / attention_block / remat.
+    c.microbatches = 1
+    c.loss_chunk = -1
 
     c.model = ml_collections.ConfigDict(
         dict(
@@ -43,6 +50,8 @@ def base_config() -> ml_collections.ConfigDict:
             scan_layers=False,
             rope_theta=10000.0,
             attention="xla",
+            attention_block=512,
+            remat="none",
             param_dtype="float32",
             compute_dtype="bfloat16",
         )
@@ -155,6 +164,14 @@ def validate(
     _choice("model.compute_dtype", config.model.compute_dtype, DTYPES)
     _choice("optimizer.ns_dtype", config.optimizer.ns_dtype, DTYPES)
     _choice("optimizer.ns_coeffs", config.optimizer.ns_coeffs, NS_COEFFS)
+    _choice("model.attention", config.model.attention, ATTENTION)
+    _choice("model.remat", config.model.remat, REMAT)
+    _positive(config, "microbatches", "model.attention_block")
+    if config.loss_chunk < -1:
+        raise ValueError(
+            f"config.loss_chunk={config.loss_chunk}; valid: -1 (auto), 0 (plain logits) or a "
+            "positive number of positions."
+        )
     if not 0.0 <= config.optimizer.momentum <= 1.0:
         raise ValueError(
             f"config.optimizer.momentum={config.optimizer.momentum} must be in [0, 1]."
@@ -203,6 +220,12 @@ def validate(
             f"config.batch_size={config.batch_size} must divide by data×fsdp = "
             f"{mesh['data'] * mesh['fsdp']}."
         )
+    if config.batch_size % (config.microbatches * mesh["data"] * mesh["fsdp"]):
+        raise ValueError(
+            f"config.batch_size={config.batch_size} must divide by config.microbatches × "
+            f"mesh data×fsdp = {config.microbatches} × {mesh['data'] * mesh['fsdp']} (every "
+            "microbatch is spread over the data-parallel devices)."
+        )
     return mesh
 
 
@@ -230,6 +253,11 @@ def paper_config(size: str, data_source: str | None) -> ml_collections.ConfigDic
     c.optimizer.learning_rate = 2.0**-9
     c.optimizer.ns_dtype = "bfloat16"
     c.mesh.update(data=-1, fsdp=1, tensor=1)
+    # Memory (experiments/benchmarks/README.md, "Memory"): no T×T scores, no [B, T, V]
+    # logits, and only each block's input kept for the backward pass (scanned blocks: on
+    # XLA:CPU remat of unrolled blocks was measured to be undone by CSE).
+    c.model.update(attention="blockwise", attention_block=512, remat="block", scan_layers=True)
+    c.loss_chunk = -1  # auto: chunked at V = 128k
     c.log_every, c.norm_every, c.eval_every, c.checkpoint_every = 10, 16, 500, 1000
     c.keep_checkpoints, c.keep_every = 2, 5000
     if data_source:

@@ -30,6 +30,7 @@ from scion_jax import data as data_lib
 from scion_jax.model import ModelConfig, init_model, model_flops_per_token, param_specs
 from scion_jax.train import config as config_lib
 from scion_jax.train.checkpoint import Checkpoints, abstract_like
+from scion_jax.train.loss import lm_loss, resolve_chunk
 from scion_jax.train.metrics import MetricsWriter, norm_logger, plot_summary
 from scion_jax.train.optim import make_optimizer, make_schedule, model_rules
 
@@ -59,18 +60,60 @@ def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
     )
 
 
-def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+def make_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    loss_chunk: int = 0,
+    microbatches: int = 1,
+    mesh: jax.sharding.Mesh | None = None,
+):
+    """(loss_fn(params, batch), step_fn(state, batch) -> (state, metrics)), unjitted.
 
+    `loss_chunk` > 0: the chunked cross-entropy over that many positions at a time
+    (`scion_jax.train.loss`). `microbatches` > 1: the batch's rows are split into that many
+    microbatches (row r goes to microbatch r mod M, so each stays spread over the data
+    axes), run one after another by ``lax.scan``, their gradients summed in fp32, and one
+    optimizer update made: the mean loss and gradient of the whole batch. With `mesh`, the
+    model's activations are pinned to the batch axes (`Transformer.hidden`).
+    """
 
-def make_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
-    """(loss_fn(params, batch), step_fn(state, batch) -> (state, metrics)), unjitted."""
+    def micro_loss(params, batch):
+        model = nnx.merge(graphdef, params)
+        if mesh is None:
+            return lm_loss(model, batch["inputs"], batch["targets"], loss_chunk)
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return lm_loss(model, batch["inputs"], batch["targets"], loss_chunk)
+
+    def split(batch):
+        return jax.tree.map(
+            lambda x: x.reshape(x.shape[0] // microbatches, microbatches, *x.shape[1:]).swapaxes(
+                0, 1
+            ),
+            batch,
+        )
+
+    def loss_and_grads(params, batch):
+        if microbatches == 1:
+            return jax.value_and_grad(micro_loss)(params, batch)
+
+        def one(acc, micro):
+            loss, grads = jax.value_and_grad(micro_loss)(params, micro)
+            return jax.tree.map(lambda a, x: a + x.astype(jnp.float32), acc, (loss, grads)), None
+
+        zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), (jnp.zeros(()), params))
+        (loss, grads), _ = jax.lax.scan(one, zeros, split(batch))
+        grads = jax.tree.map(lambda g, p: (g / microbatches).astype(p.dtype), grads, params)
+        return loss / microbatches, grads
 
     def loss_fn(params, batch):
-        return cross_entropy(nnx.merge(graphdef, params)(batch["inputs"]), batch["targets"])
+        if microbatches == 1:
+            return micro_loss(params, batch)
+        # params ride in the carry: an NNX model must be built at the loop body's trace level.
+        _, losses = jax.lax.scan(lambda p, micro: (p, micro_loss(p, micro)), params, split(batch))
+        return losses.mean()
 
     def step_fn(state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
+        loss, grads = loss_and_grads(state["params"], batch)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state}
@@ -138,7 +181,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state = jax.device_put(state, state_shardings)
     batch_sharding = NamedSharding(mesh, BATCH_SPEC)
 
-    loss_fn, step_fn = make_step(graphdef, tx)
+    loss_fn, step_fn = make_step(
+        graphdef,
+        tx,
+        loss_chunk=resolve_chunk(config.loss_chunk, model_cfg.vocab_size),
+        microbatches=config.microbatches,
+        mesh=mesh,
+    )
     train_step = jax.jit(
         step_fn,
         in_shardings=(state_shardings, batch_sharding),

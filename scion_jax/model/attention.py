@@ -1,0 +1,147 @@
+"""Causal attention choices: "xla" / "cudnn" / "einsum" (`layers.causal_attention`, T×T
+scores) and "blockwise", a flash-style attention in plain JAX with O(T·block) memory.
+
+Blockwise (Dao et al. 2022, FlashAttention-2's loop order): queries and keys/values are cut
+into blocks of `block` positions; for each query block an online softmax runs over the
+key/value blocks at or before it (running max m, normaliser l, unnormalised output acc):
+
+    m' = max(m, rowmax(S)),  l' = l·e^(m−m') + rowsum(e^(S−m')),  acc' = acc·e^(m−m') + e^(S−m')·V
+
+and O = acc / l. Only O and the log-sum-exp L = m + log l are kept for the backward pass
+(a custom VJP), which recomputes each score block: P = e^(S−L), dV += Pᵀ·dO,
+dS = P ⊙ (dO·Vᵀ − rowsum(dO ⊙ O)), dQ += dS·K, dK += dSᵀ·Q. Blocks above the diagonal are
+skipped (loop bounds, not masks), so the causal half of the FLOPs is never spent.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from scion_jax.model.layers import causal_attention
+
+IMPLEMENTATIONS = ("xla", "einsum", "cudnn", "blockwise")
+
+
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, implementation: str, block: int = 512
+) -> jax.Array:
+    """Causal GQA attention ``q [B, T, H, D], k/v [B, T, K, D] -> [B, T, H, D]`` by
+    `implementation` (one of `IMPLEMENTATIONS`); `block` is used by "blockwise" only."""
+    if implementation == "blockwise":
+        return blockwise_attention(q, k, v, block)
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"attention={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}.")
+    return causal_attention(q, k, v, implementation)
+
+
+def blockwise_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int) -> jax.Array:
+    """Causal GQA attention without T×T memory.
+
+    Args:
+      q: ``[B, T, H, D]``; k, v: ``[B, T, K, D]`` with H a multiple of K.
+      block: positions per query / key block; T need not be a multiple (it is padded: the
+        padded keys come after every real query, so the causal mask already hides them).
+
+    Returns:
+      ``[B, T, H, D]`` in q's dtype. Scores, softmax and accumulators are fp32; matmul
+      operands stay in the inputs' dtype.
+    """
+    if block < 1:
+        raise ValueError(f"model.attention_block={block} must be a positive number of positions.")
+    b, t, h, d = q.shape
+    kv = k.shape[2]
+    size = min(block, t)
+    n = -(-t // size)
+    pad = ((0, 0), (0, n * size - t), (0, 0), (0, 0))
+    # Blocks first: [n, B, size, K, (G,) D] so a block is one dynamic index.
+    qb = jnp.pad(q, pad).reshape(b, n, size, kv, h // kv, d).swapaxes(0, 1)
+    kb = jnp.pad(k, pad).reshape(b, n, size, kv, d).swapaxes(0, 1)
+    vb = jnp.pad(v, pad).reshape(b, n, size, kv, d).swapaxes(0, 1)
+    out = _flash(qb, kb, vb)  # [n, B, size, K, G, D]
+    return out.swapaxes(0, 1).reshape(b, n * size, h, d)[:, :t]
+
+
+def _scores(qi: jax.Array, kj: jax.Array, i: jax.Array, j: jax.Array) -> jax.Array:
+    """Scaled, causally masked fp32 scores ``[B, K, G, size_q, size_k]`` of block (i, j)."""
+    size, d = qi.shape[1], qi.shape[-1]
+    s = jnp.einsum("bqkgd,bskd->bkgqs", qi, kj, preferred_element_type=jnp.float32) * d**-0.5
+    rows = i * size + jnp.arange(size)[:, None]
+    cols = j * size + jnp.arange(size)[None, :]
+    return jnp.where(rows >= cols, s, -jnp.inf)
+
+
+def _forward(qb, kb, vb):
+    """(out [n, B, size, K, G, D], lse [n, B, K, G, size]) by the online softmax."""
+    n, b, size, kv, g, d = qb.shape
+
+    def query_block(i):
+        qi = qb[i]
+
+        def step(j, carry):
+            m, norm, acc = carry
+            s = _scores(qi, kb[j], i, j)
+            m_new = jnp.maximum(m, s.max(-1))
+            p = jnp.exp(s - m_new[..., None])
+            scale = jnp.exp(m - m_new)
+            pv = jnp.einsum(
+                "bkgqs,bskd->bkgqd", p.astype(vb.dtype), vb[j], preferred_element_type=jnp.float32
+            )
+            return m_new, norm * scale + p.sum(-1), acc * scale[..., None] + pv
+
+        init = (
+            jnp.full((b, kv, g, size), -jnp.inf, jnp.float32),
+            jnp.zeros((b, kv, g, size), jnp.float32),
+            jnp.zeros((b, kv, g, size, d), jnp.float32),
+        )
+        # Every row sees ≥ 1 key in block 0, so m is finite after the first step.
+        m, norm, acc = jax.lax.fori_loop(0, i + 1, step, init)
+        out = (acc / norm[..., None]).transpose(0, 3, 1, 2, 4)  # [B, size, K, G, D]
+        return out.astype(qb.dtype), m + jnp.log(norm)
+
+    return jax.lax.map(query_block, jnp.arange(n))
+
+
+@jax.custom_vjp
+def _flash(qb, kb, vb):
+    return _forward(qb, kb, vb)[0]
+
+
+def _flash_fwd(qb, kb, vb):
+    out, lse = _forward(qb, kb, vb)
+    return out, (qb, kb, vb, out, lse)
+
+
+def _flash_bwd(res, dout):
+    qb, kb, vb, out, lse = res
+    n = qb.shape[0]
+    f32 = functools.partial(jnp.einsum, preferred_element_type=jnp.float32)
+    scale = qb.shape[-1] ** -0.5
+    # rowsum(dO ⊙ O): [n, B, K, G, size]
+    delta = jnp.einsum("nbqkgd,nbqkgd->nbkgq", dout.astype(jnp.float32), out.astype(jnp.float32))
+
+    def key_block(dq, j):
+        kj, vj = kb[j], vb[j]
+
+        def step(i, carry):
+            dk, dv, dq = carry
+            qi, doi = qb[i], dout[i]
+            p = jnp.exp(_scores(qi, kj, i, j) - lse[i][..., None])  # [B, K, G, q, s]
+            dv = dv + f32("bkgqs,bqkgd->bskd", p.astype(doi.dtype), doi)
+            dp = f32("bqkgd,bskd->bkgqs", doi, vj)
+            ds = (p * (dp - delta[i][..., None]) * scale).astype(qi.dtype)
+            dk = dk + f32("bkgqs,bqkgd->bskd", ds, qi)
+            dq = dq.at[i].add(f32("bkgqs,bskd->bqkgd", ds, kj))
+            return dk, dv, dq
+
+        zeros = jnp.zeros(kj.shape, jnp.float32)
+        dk, dv, dq = jax.lax.fori_loop(j, n, step, (zeros, zeros, dq))
+        return dq, (dk.astype(kb.dtype), dv.astype(vb.dtype))
+
+    dq, (dk, dv) = jax.lax.scan(key_block, jnp.zeros(qb.shape, jnp.float32), jnp.arange(n))
+    return dq.astype(qb.dtype), dk, dv
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)

@@ -148,6 +148,9 @@ def newton_schulz(
     aol = preconditioning == "aol"
     if static and gram and use_gram(x.shape[-2], x.shape[-1], int(ns_steps), dtype):
         x = _gram_newton_schulz(x, table, int(ns_steps), dtype, aol)
+        # Keeps XLA from folding the transpose back into the last matmul: XLA:CPU has
+        # no bf16 dot with a transposed left operand ("Unsupported element type").
+        x = jax.lax.optimization_barrier(x) if transpose else x
     else:
         x = _newton_schulz(x, table, ns_steps, dtype, aol)
     x = x.astype(jnp.float32)

@@ -120,7 +120,12 @@ def test_bf16_variants_vs_float64_polar(preset, steps, pre, gram, band, min_cos)
     shape = (2, *WIDE[::-1])  # a stack of tall matrices
     keys = jax.random.split(jax.random.key(3), shape[0] if len(shape) == 3 else 1)
     g = np.stack([_spectrum(k, shape[-2:], 0.5) for k in keys]).reshape(shape)
-    x = newton_schulz(jnp.asarray(g), preset, steps, jnp.bfloat16, gram=gram, preconditioning=pre)
+    # jitted: XLA may fold the tall matrices' transpose into a matmul (a bf16 dot that
+    # XLA:CPU cannot run unless newton_schulz prevents it).
+    ns = jax.jit(
+        lambda g: newton_schulz(g, preset, steps, jnp.bfloat16, gram=gram, preconditioning=pre)
+    )
+    x = ns(jnp.asarray(g))
     for xi, gi in zip(np.reshape(x, (-1, *shape[-2:])), g.reshape(-1, *shape[-2:]), strict=True):
         lo, hi, cos = _quality(xi, gi)
         assert band[0] < lo and hi < band[1] and cos >= min_cos, (lo, hi, cos)

@@ -24,7 +24,7 @@ import optax
 
 from scion_jax import lmo as lmo_lib
 from scion_jax import partitioned
-from scion_jax.newton_schulz import Coeffs, newton_schulz, resolve_coeffs
+from scion_jax.newton_schulz import Coeffs, check_preconditioning, newton_schulz, resolve_coeffs
 from scion_jax.rules import (
     SPECTRAL_NORMS,
     Rules,
@@ -60,12 +60,17 @@ def _check_momentum(momentum: Any) -> None:
 
 
 def per_matrix_orthogonalizer(
-    ns_coeffs: Coeffs = "muon", ns_steps: int | jax.Array = 5, ns_dtype: Any = jnp.bfloat16
+    ns_coeffs: Coeffs = "muon",
+    ns_steps: int | jax.Array = 5,
+    ns_dtype: Any = jnp.bfloat16,
+    ns_gram: bool = False,
+    ns_preconditioning: str = "frobenius",
 ) -> Orthogonalizer:
     """orth() of each matrix in turn (stacked `[L, d_in, d_out]` ones as one batch)."""
+    kw = dict(gram=ns_gram, preconditioning=ns_preconditioning)
 
     def orthogonalize(mats):
-        return [newton_schulz(m, ns_coeffs, ns_steps, ns_dtype) for m in mats]
+        return [newton_schulz(m, ns_coeffs, ns_steps, ns_dtype, **kw) for m in mats]
 
     return orthogonalize
 
@@ -177,6 +182,8 @@ def scion(
     ns_coeffs: Coeffs = "muon",
     ns_steps: int | jax.Array = 5,
     ns_dtype: Any = "bfloat16",
+    ns_gram: bool = False,
+    ns_preconditioning: str = "frobenius",
     mu_dtype: Any = "float32",
     orthogonalizer: Orthogonalizer | None = None,
     mesh: jax.sharding.Mesh | None = None,
@@ -200,6 +207,12 @@ def scion(
       ns_coeffs: "muon", "polar_express", "svd" (exact polar factor) or triples.
       ns_steps: Newton–Schulz iterations.
       ns_dtype: Newton–Schulz matmul operand dtype (fp32 accumulation).
+      ns_gram: Gram Newton–Schulz (iterating on the m×m Gram matrix) on the matrices
+        where it needs fewer FLOPs (aspect ratio > 1.5: SwiGLU's w1, w3, w2);
+        the same result in exact arithmetic (`scion_jax.newton_schulz`).
+      ns_preconditioning: "frobenius" (PAPER.md §3) or "aol" (Turbo-Muon's row
+        rescaling: at equal steps closer to the polar factor; about equal with one
+        step fewer for the "muon" coefficients).
       mu_dtype: momentum dtype.
       orthogonalizer: overrides how "rms_to_rms" matrices are orthogonalized
         (e.g. `scion_jax.partitioned` ones); the ns_* arguments are then unused.
@@ -219,6 +232,8 @@ def scion(
       (learning_rate, momentum, weight_decay, radius, ns_steps injectable).
     """
     resolve_coeffs(ns_coeffs)  # validate eagerly
+    check_preconditioning(ns_preconditioning)
+    ns_kw = dict(ns_gram=ns_gram, ns_preconditioning=ns_preconditioning)
     chosen = [n for n, v in (("orthogonalizer", orthogonalizer), ("mesh", mesh),
                              ("axis_name", axis_name)) if v is not None]
     if len(chosen) > 1:
@@ -226,11 +241,15 @@ def scion(
             f"scion takes at most one of orthogonalizer, mesh, axis_name; got {chosen}."
         )
     if mesh is not None:
-        orthogonalizer = partitioned.mesh_orthogonalizer(mesh, ns_coeffs, ns_steps, ns_dtype)
+        orthogonalizer = partitioned.mesh_orthogonalizer(
+            mesh, ns_coeffs, ns_steps, ns_dtype, **ns_kw
+        )
     elif axis_name is not None:
-        orthogonalizer = partitioned.axis_orthogonalizer(axis_name, ns_coeffs, ns_steps, ns_dtype)
+        orthogonalizer = partitioned.axis_orthogonalizer(
+            axis_name, ns_coeffs, ns_steps, ns_dtype, **ns_kw
+        )
     orthogonalizer = orthogonalizer or per_matrix_orthogonalizer(
-        ns_coeffs, ns_steps, jnp.dtype(ns_dtype)
+        ns_coeffs, ns_steps, jnp.dtype(ns_dtype), **ns_kw
     )
     return optax.chain(
         scale_by_scion(

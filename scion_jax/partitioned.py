@@ -325,14 +325,15 @@ def _check_axes(spec: PartitionSpec, mesh: Mesh) -> None:
         )
 
 
-def _wire_ns(ns_coeffs: Coeffs, ns_steps: int | jax.Array, ns_dtype: Any) -> StackFn:
+def _wire_ns(ns_coeffs: Coeffs, ns_steps: int | jax.Array, ns_dtype: Any, **ns_kw) -> StackFn:
     """Newton–Schulz returning its result in the matmul dtype (exact: it was computed in
-    it), so the return trip moves bf16, not fp32; "svd" stays fp32."""
+    it), so the return trip moves bf16, not fp32; "svd" stays fp32. `ns_kw`: the
+    variant options of `newton_schulz` (gram, preconditioning)."""
     dtype = jnp.dtype(ns_dtype)
     wire = jnp.float32 if isinstance(ns_coeffs, str) and ns_coeffs == "svd" else dtype
 
     def ns(x):
-        return newton_schulz(x, ns_coeffs, ns_steps, dtype).astype(wire)
+        return newton_schulz(x, ns_coeffs, ns_steps, dtype, **ns_kw).astype(wire)
 
     return ns
 
@@ -353,13 +354,16 @@ def mesh_orthogonalizer(
     ns_coeffs: Coeffs = "muon",
     ns_steps: int | jax.Array = 5,
     ns_dtype: Any = jnp.bfloat16,
+    ns_gram: bool = False,
+    ns_preconditioning: str = "frobenius",
 ) -> Orthogonalizer:
     """orth() of each matrix, partitioned over `mesh` (for jit code with sharded params).
 
     Args:
       mesh: the mesh the parameters (and gradients) are sharded over; 1-D or 2-D,
         Auto or Explicit axis types, possibly spanning processes.
-      ns_coeffs, ns_steps, ns_dtype: Newton–Schulz settings (see `newton_schulz`).
+      ns_coeffs, ns_steps, ns_dtype, ns_gram, ns_preconditioning: Newton–Schulz
+        settings (see `newton_schulz`).
 
     Returns:
       An orthogonalizer for `scale_by_scion`: takes fp32 ``[*batch, d_in, d_out]``
@@ -367,11 +371,12 @@ def mesh_orthogonalizer(
       A one-device mesh gives the plain per-matrix computation.
     """
     mesh = _check_mesh(mesh)
-    ns = _wire_ns(ns_coeffs, ns_steps, ns_dtype)
+    kw = dict(gram=ns_gram, preconditioning=ns_preconditioning)
+    ns = _wire_ns(ns_coeffs, ns_steps, ns_dtype, **kw)
 
     def orthogonalize(mats):
         if mesh.size == 1:
-            return [newton_schulz(m, ns_coeffs, ns_steps, jnp.dtype(ns_dtype)) for m in mats]
+            return [newton_schulz(m, ns_coeffs, ns_steps, jnp.dtype(ns_dtype), **kw) for m in mats]
         out = _apply_grouped(list(mats), mesh, ns, reduce_out=False)
         return [o.astype(jnp.float32) for o in out]
 
@@ -426,6 +431,8 @@ def axis_orthogonalizer(
     ns_coeffs: Coeffs = "muon",
     ns_steps: int | jax.Array = 5,
     ns_dtype: Any = jnp.bfloat16,
+    ns_gram: bool = False,
+    ns_preconditioning: str = "frobenius",
 ) -> Orthogonalizer:
     """orth() of each matrix inside a data-parallel `pmap`/`shard_map` step (Disco's DP path).
 
@@ -435,17 +442,19 @@ def axis_orthogonalizer(
 
     Args:
       axis_name: the data-parallel axis name (or a tuple of names).
-      ns_coeffs, ns_steps, ns_dtype: Newton–Schulz settings (see `newton_schulz`).
+      ns_coeffs, ns_steps, ns_dtype, ns_gram, ns_preconditioning: Newton–Schulz
+        settings (see `newton_schulz`).
     """
     axes = (axis_name,) if isinstance(axis_name, str) else axis_name
     if not (isinstance(axes, tuple) and axes and all(isinstance(a, str) for a in axes)):
         raise ValueError(f"axis_name must be a str or a tuple of str; got {axis_name!r}.")
-    ns = _wire_ns(ns_coeffs, ns_steps, ns_dtype)
+    kw = dict(gram=ns_gram, preconditioning=ns_preconditioning)
+    ns = _wire_ns(ns_coeffs, ns_steps, ns_dtype, **kw)
 
     def orthogonalize(mats):
         size = _axis_size(axes)
         if size == 1:
-            return [newton_schulz(m, ns_coeffs, ns_steps, jnp.dtype(ns_dtype)) for m in mats]
+            return [newton_schulz(m, ns_coeffs, ns_steps, jnp.dtype(ns_dtype), **kw) for m in mats]
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, m in enumerate(mats):
             groups.setdefault(tuple(m.shape[-2:]), []).append(i)

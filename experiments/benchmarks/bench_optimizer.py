@@ -3,10 +3,16 @@
     python experiments/benchmarks/bench_optimizer.py [--d_model=512 --n_layers=4 ...]
 
 The tree is a small Llama (TARGETS.md: d 512, 4 layers, SwiGLU 1408, vocab 8192: 21.2M
-params). All timings are medians over `--repeats` calls of the jitted update, taken in
-one run so that ratios are comparable. The PyTorch baseline (a Scion step written with
-the reference implementation's structure: Newton–Schulz in bf16 under torch.compile)
-runs when torch is installed (`pip install -e .[bench]`).
+params). All timings are medians over `--repeats` calls of the jitted update; with
+`--rounds` > 1 every update (and the PyTorch child) is timed once per round, rounds
+interleaved, and each ratio is the median of its per-round ratios. The PyTorch baseline
+(a Scion step written with the reference implementation's structure: Newton–Schulz in
+bf16 under torch.compile) runs when torch is installed (`pip install -e .[bench]`).
+
+The Newton–Schulz variants (Gram NS, AOL preconditioning with one step fewer) are timed
+beside today's default, with their quality on a 512×1408 matrix: cosine to the exact
+polar factor and the singular-value band, for a Gaussian matrix and for one with
+singular values spread over [1e-3, 1].
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import optax
 from absl import app, flags
 
 import scion_jax
-from scion_jax.newton_schulz import flops
+from scion_jax.newton_schulz import flops, use_gram
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("d_model", 512, "Model width.")
@@ -30,10 +36,18 @@ flags.DEFINE_integer("n_layers", 4, "Number of blocks.")
 flags.DEFINE_integer("mlp_hidden", 1408, "SwiGLU hidden size.")
 flags.DEFINE_integer("vocab", 8192, "Vocabulary size.")
 flags.DEFINE_integer("repeats", 7, "Timed calls per measurement (median reported).")
+flags.DEFINE_integer("rounds", 1, "Interleaved rounds (ratios: median over rounds).")
 flags.DEFINE_bool("torch", True, "Also time the PyTorch Scion baseline, if torch is installed.")
 flags.DEFINE_bool("torch_child", False, "Internal: time only the PyTorch step and print it.")
 
 RULES = [("embed", "l1_to_rms"), ("unembed", "rms_to_inf"), (".*", "rms_to_rms")]
+# Newton–Schulz settings of each timed scion variant (bf16 operands).
+VARIANTS = {
+    "scion (bf16 NS)": dict(),
+    "scion gram": dict(ns_gram=True),
+    "scion aol, 4 steps": dict(ns_preconditioning="aol", ns_steps=4),
+    "scion gram + aol, 4 steps": dict(ns_gram=True, ns_preconditioning="aol", ns_steps=4),
+}
 
 
 def llama_shapes(d: int, layers: int, hidden: int, vocab: int) -> dict[str, tuple[int, int]]:
@@ -98,6 +112,11 @@ def ns_vs_matmul(m: int, n: int, repeats: int) -> dict[str, float]:
         out[f"{name} NS GFLOP/s"] = ns_rate / 1e9
         out[f"{name} matmul GFLOP/s"] = mm_rate / 1e9
         out[f"{name} NS / matmul"] = ns_rate / mm_rate
+        if use_gram(m, n, 5, dtype):  # Gram NS's own FLOPs (fewer) at its own speed
+            gram = jax.jit(lambda g, dt=dtype: scion_jax.newton_schulz(g, "muon", 5, dt, gram=True))
+            t_gram = median_time(gram, g, repeats=repeats)
+            out[f"{name} gram NS / matmul"] = flops(m, n, 5, True, dtype) / t_gram / mm_rate
+            out[f"{name} gram NS time / NS"] = t_gram / t_ns
     return out
 
 
@@ -113,6 +132,28 @@ def torch_baseline() -> float | None:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def ns_quality(m: int, n: int) -> dict[str, tuple[float, float, float]]:
+    """(σ_min, σ_max, cosine to the float64 polar factor) of each variant's bf16 NS."""
+    rng = np.random.default_rng(0)
+    gauss = rng.standard_normal((m, n))
+    u, _, vt = np.linalg.svd(gauss, full_matrices=False)
+    spread = (u * np.geomspace(1e-3, 1.0, m)) @ vt
+    out = {}
+    for name, kw in VARIANTS.items():
+        steps = kw.get("ns_steps", 5)
+        opts = dict(gram=kw.get("ns_gram", False),
+                    preconditioning=kw.get("ns_preconditioning", "frobenius"))
+        for label, g in (("gaussian", gauss), ("σ in [1e-3, 1]", spread)):
+            x = scion_jax.newton_schulz(jnp.asarray(g, jnp.float32), "muon", steps, **opts)
+            x = np.asarray(x, np.float64)
+            pu, _, pvt = np.linalg.svd(g, full_matrices=False)
+            polar = pu @ pvt
+            sv = np.linalg.svd(x, compute_uv=False)
+            cos = np.sum(x * polar) / (np.linalg.norm(x) * np.linalg.norm(polar))
+            out[f"{name}, {label}"] = (sv.min(), sv.max(), cos)
+    return out
+
+
 def main(_):
     shapes = llama_shapes(FLAGS.d_model, FLAGS.n_layers, FLAGS.mlp_hidden, FLAGS.vocab)
     if FLAGS.torch_child:
@@ -125,20 +166,34 @@ def main(_):
     print(f"tree: {len(shapes)} matrices, {n_params / 1e6:.1f}M params, {jax.devices()[0]}")
 
     r = FLAGS.repeats
-    results = {
-        "scion (bf16 NS)": time_optax(scion_jax.scion(0.01, RULES), params, grads, r),
-        "scion (fp32 NS)": time_optax(
-            scion_jax.scion(0.01, RULES, ns_dtype="float32"), params, grads, r
-        ),
-        "optax.contrib.muon": time_optax(optax.contrib.muon(0.01), params, grads, r),
-        "optax.adamw": time_optax(optax.adamw(1e-3), params, grads, r),
+    txs = {name: scion_jax.scion(0.01, RULES, **kw) for name, kw in VARIANTS.items()}
+    txs |= {
+        "scion (fp32 NS)": scion_jax.scion(0.01, RULES, ns_dtype="float32"),
+        "optax.contrib.muon": optax.contrib.muon(0.01),
+        "optax.adamw": optax.adamw(1e-3),
     }
-    if FLAGS.torch and (t := torch_baseline()) is not None:
-        results["pytorch scion (bf16 NS, compiled)"] = t
-    base = results["scion (bf16 NS)"]
-    print(f"\n{'update':36s} {'ms':>9s} {'scion / this':>13s}")
-    for name, t in results.items():
-        print(f"{name:36s} {t * 1e3:9.1f} {base / t:13.2f}")
+    rounds: list[dict[str, float]] = []
+    for _ in range(FLAGS.rounds):
+        times = {name: time_optax(tx, params, grads, r) for name, tx in txs.items()}
+        if FLAGS.torch and (t := torch_baseline()) is not None:
+            times["pytorch scion (bf16 NS, compiled)"] = t
+        rounds.append(times)
+    median = lambda f: float(np.median([f(t) for t in rounds]))  # noqa: E731
+    base, torch_name = "scion (bf16 NS)", "pytorch scion (bf16 NS, compiled)"
+    has_torch = all(torch_name in t for t in rounds)
+    print(f"\n{'update':36s} {'ms':>9s} {'this / default':>15s} {'this / pytorch':>15s}")
+    for name in rounds[0]:
+        vs_torch = f"{median(lambda t, k=name: t[k] / t[torch_name]):15.2f}" if has_torch else ""
+        print(
+            f"{name:36s} {median(lambda t, k=name: t[k]) * 1e3:9.1f} "
+            f"{median(lambda t, k=name: t[k] / t[base]):15.2f} {vs_torch}"
+        )
+
+    m, n = sorted(shapes["layers/0/mlp/w1"])
+    print(f"\nQuality of bf16 Newton–Schulz (Muon coefficients) on a {m}x{n} matrix:")
+    print(f"  {'variant, input':54s} {'σ_min':>6s} {'σ_max':>6s} {'cos to polar':>12s}")
+    for key, (lo, hi, cos) in ns_quality(m, n).items():
+        print(f"  {key:54s} {lo:6.3f} {hi:6.3f} {cos:12.4f}")
 
     print("\nNewton–Schulz (muon, 5 steps) vs a plain matmul of the same size:")
     for m, n in sorted({tuple(sorted(s)) for k, s in shapes.items() if "layers" in k}):

@@ -22,6 +22,7 @@ DTYPES = ("float32", "bfloat16")
 NS_COEFFS = ("muon", "polar_express", "svd")
 ATTENTION = ("xla", "einsum", "cudnn", "blockwise")
 REMAT = ("none", "block", "dots")
+NS_PRECONDITIONINGS = ("frobenius", "aol")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -67,6 +68,8 @@ def base_config() -> ml_collections.ConfigDict:
             ns_coeffs="muon",
             ns_steps=5,
             ns_dtype="bfloat16",
+            ns_gram=False,
+            ns_preconditioning="frobenius",
             b1=0.9,
             b2=0.95,
             eps=1e-8,
@@ -74,6 +77,7 @@ def base_config() -> ml_collections.ConfigDict:
             partitioned=True,
         )
     )  # b1/b2/eps: AdamW; grad_clip 0: off; partitioned: Newton–Schulz split over the mesh
+    # ns_gram: Gram Newton–Schulz where cheaper; ns_preconditioning: frobenius | aol (`scion`)
     c.optimizer.lr_scales = ml_collections.ConfigDict(dict(input=1.0, hidden=1.0, output=1.0))
 
     # constant | warmup (linear from 0 over warmup_steps, then constant)
@@ -171,6 +175,14 @@ def validate(
         raise ValueError(
             f"config.loss_chunk={config.loss_chunk}; valid: -1 (auto), 0 (plain logits) or a "
             "positive number of positions."
+        )
+    _choice(
+        "optimizer.ns_preconditioning", config.optimizer.ns_preconditioning, NS_PRECONDITIONINGS
+    )
+    if not isinstance(config.optimizer.ns_gram, bool):
+        raise ValueError(
+            f"config.optimizer.ns_gram={config.optimizer.ns_gram!r} is invalid; valid choices: "
+            "True, False."
         )
     if not 0.0 <= config.optimizer.momentum <= 1.0:
         raise ValueError(

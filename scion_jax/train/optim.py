@@ -75,6 +75,8 @@ def make_optimizer(
             ns_coeffs=o.ns_coeffs,
             ns_steps=o.ns_steps,
             ns_dtype=o.ns_dtype,
+            ns_gram=o.ns_gram,
+            ns_preconditioning=o.ns_preconditioning,
             **extra,
         )
     else:

@@ -1,5 +1,9 @@
 """The paper's depth_91m model (PAPER.md §4), for GPU/TPU pods.
 
+Memory defaults (blockwise attention, chunked loss, scanned blocks with remat):
+data-parallel, 32 sequences per device (batch 256 on 8 devices), ≤ 16 GiB per device
+(experiments/benchmarks/README.md, "Memory").
+
 python experiments/run.py --config=experiments/configs/depth_91m.py:/path/to/prepared_data
 """
 

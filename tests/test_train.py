@@ -120,6 +120,13 @@ def test_tiny_run_learns(corpus, tmp_path, monkeypatch):
     assert os.listdir(os.path.join(tmp_path, "tensorboard"))
 
 
+def test_a_run_that_would_repeat_data_fails_before_training(corpus, tmp_path):
+    config = tiny_config(corpus, steps=100_000, **{"data.num_epochs": 1})
+    with pytest.raises(ValueError, match="would repeat data"):
+        train(config, str(tmp_path))
+    assert not os.path.exists(os.path.join(tmp_path, "metrics.jsonl"))
+
+
 def test_kill_and_resume_is_exact(corpus, tmp_path):
     config = tiny_config(corpus, steps=20, checkpoint_every=5)
     full, killed = tmp_path / "full", tmp_path / "killed"

@@ -208,6 +208,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         seed=config.seed,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        num_steps=config.steps,  # with data.num_epochs set: fail now if the run would repeat data
     )
     eval_batches = [
         _global_batch(_process_slice(b), batch_sharding)

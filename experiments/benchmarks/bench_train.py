@@ -40,17 +40,6 @@ flags.DEFINE_integer("batch", 16, "Sequences per step.")
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement (median reported).")
 flags.DEFINE_bool("torch", True, "Also time PyTorch (torch.compile + Scion) in a child process.")
 flags.DEFINE_integer("torch_child", 0, "Internal: time PyTorch at this width and print tokens/s.")
-flags.DEFINE_enum(
-    "clock",
-    "wall",
-    ["wall", "process"],
-    "wall: time.perf_counter; process: CPU seconds of this process (all threads), steadier "
-    "on a shared CPU machine (tokens/s and MFU then count CPU time).",
-)
-
-
-def _now() -> float:
-    return time.process_time() if FLAGS.clock == "process" else time.perf_counter()
 
 
 def _median_step_time(fn, state, batch, steps: int) -> float:
@@ -58,10 +47,10 @@ def _median_step_time(fn, state, batch, steps: int) -> float:
     jax.block_until_ready(out)
     times = []
     for _ in range(steps):
-        start = _now()
+        start = time.perf_counter()
         state, out = fn(state, batch)
         jax.block_until_ready(out)
-        times.append(_now() - start)
+        times.append(time.perf_counter() - start)
     return float(np.median(times))
 
 
@@ -127,10 +116,10 @@ def _interleaved_median(fns, state, batch) -> list[float]:
         jax.block_until_ready(out)
     for _ in range(FLAGS.steps):
         for i, fn in enumerate(fns):
-            start = _now()
+            start = time.perf_counter()
             state, out = fn(state, batch)
             jax.block_until_ready(out)
-            times[i].append(_now() - start)
+            times[i].append(time.perf_counter() - start)
     return [float(np.median(t)) for t in times]
 
 

@@ -4,7 +4,7 @@
 ``(regex, Role)`` pairs, one anchored regex per parameter path (layer indices become
 ``\\d+``), to read, edit and pass to `scion`:
 
-  embedding table ``.../embedding [V, d]``  → "l1_to_rms" (input)
+  embedding tables ``.../embedding [V, d]``                    → "l1_to_rms" (input)
   the LM head (a 2-D kernel of a module named head / lm_head / unembed / logits /
     classifier / output / output_layer)                        → "rms_to_inf" (output)
   a table also used as the output (tied; no head kernel)       → `tied_embedding()`
@@ -12,7 +12,7 @@
   DenseGeneral / Einsum kernels (query/key/value ``[d, heads, head_dim]``,
     attention out ``[heads, head_dim, d]``)                    → "rms_to_rms" with in/out axes
   conv kernels ``[*spatial, c_in, c_out]`` (a "conv" module)   → "conv_spectral"
-  biases and norm scales (any shape: RMS over all but a stack axis) → "bias_rms", no weight decay
+  biases, norm scales (RMS over all axes but a stack axis)     → "bias_rms", no weight decay
   scalars                                                      → "none"
 A parameter it cannot read unambiguously raises a ValueError naming it; pass a rule
 for it in `known`. `describe(params, rules)` prints the result per parameter.

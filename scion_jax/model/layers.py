@@ -6,7 +6,6 @@ in the ``logical_axes`` metadata field (read by `scion_jax.model.sharding`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -82,18 +81,6 @@ class Dense(nnx.Module):
             self.kernel[...].astype(dt),
             preferred_element_type=self.out_dtype,
         )
-
-
-def dense_concat(x: jax.Array, layers: Sequence[Dense]) -> jax.Array:
-    """``x @ [W_1 | W_2 | ...]``: the layers' outputs side by side, as one matmul.
-
-    One wide matmul runs faster on CPU than several narrow ones (and the operand casts
-    fuse into one); each kernel stays its own parameter with its own gradient, so Scion
-    still orthogonalizes them one by one. All layers share compute and output dtypes.
-    """
-    dt, out_dtype = layers[0].compute_dtype, layers[0].out_dtype
-    kernel = jnp.concatenate([layer.kernel[...].astype(dt) for layer in layers], axis=-1)
-    return jnp.einsum("...i,io->...o", x.astype(dt), kernel, preferred_element_type=out_dtype)
 
 
 class Embed(nnx.Module):

@@ -24,7 +24,6 @@ from scion_jax.model.layers import (
     Dense,
     Embed,
     apply_norm,
-    dense_concat,
     make_norm,
     rope,
 )
@@ -52,18 +51,12 @@ class Attention(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, _ = x.shape
-        h, kv, hd = self.n_heads, self.n_kv_heads, self.head_dim
-        # One matmul for q, k, v (see `dense_concat`): heads [q | k | v].
-        qkv = dense_concat(x, (self.q, self.k, self.v)).reshape(b, t, h + 2 * kv, hd)
-        if self.q_norm is not None and self.q_norm.scale is None:  # parameter-free norms:
-            qkv = apply_norm(self.q_norm, qkv)  # all heads at once
-            qk = rope(qkv[:, :, : h + kv], self.rope_theta)
-            q, k, v = qk[:, :, :h], qk[:, :, h:], qkv[:, :, h + kv :]
-        else:
-            q, k, v = qkv[:, :, :h], qkv[:, :, h : h + kv], qkv[:, :, h + kv :]
-            q = rope(apply_norm(self.q_norm, q), self.rope_theta)
-            k = rope(apply_norm(self.k_norm, k), self.rope_theta)
-            v = apply_norm(self.v_norm, v)
+        q = self.q(x).reshape(b, t, self.n_heads, self.head_dim)
+        k = self.k(x).reshape(b, t, self.n_kv_heads, self.head_dim)
+        v = self.v(x).reshape(b, t, self.n_kv_heads, self.head_dim)
+        q = rope(apply_norm(self.q_norm, q), self.rope_theta)
+        k = rope(apply_norm(self.k_norm, k), self.rope_theta)
+        v = apply_norm(self.v_norm, v)
         out = attention(q, k, v, self.implementation, self.attention_block).reshape(b, t, -1)
         return self.o(apply_norm(self.out_norm, out))
 
@@ -79,8 +72,7 @@ class MLP(nnx.Module):
         self.hidden_norm = make_norm(cfg, f, rngs, cfg.norm_everywhere)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        gate, up = jnp.split(dense_concat(x, (self.w1, self.w3)), 2, axis=-1)  # one matmul
-        hidden = jax.nn.silu(gate) * up
+        hidden = jax.nn.silu(self.w1(x)) * self.w3(x)
         return self.w2(apply_norm(self.hidden_norm, hidden))
 
 

@@ -18,12 +18,21 @@ import sys
 import numpy as np
 
 DEVICES_PER_PROCESS = 4
-RULES = [
-    ("unembed", "rms_to_inf"),  # before "embed", which it contains
-    ("embed", "l1_to_rms"),
-    ("bias", "bias_rms"),
-    (".*", "rms_to_rms"),
-]
+
+
+def rules():
+    """The rule table (imported late: jax must not start before `jax.distributed`)."""
+    from scion_jax import Role
+
+    return [
+        ("^stack$", Role("rms_to_rms", batch_axes=0)),  # a stack of 4 matrices
+        ("unembed", "rms_to_inf"),  # before "embed", which it contains
+        ("embed", "l1_to_rms"),
+        ("bias", "bias_rms"),
+        (".*", "rms_to_rms"),
+    ]
+
+
 # PartitionSpec entries per parameter on the ("fsdp", "tensor") mesh.
 SPECS = {
     "w0": ("fsdp", None), "w1": ("fsdp", None), "w2": ("fsdp", None),
@@ -56,7 +65,7 @@ def scion_step(mesh) -> dict[str, np.ndarray]:
         k: jax.make_array_from_callback(v.shape, shardings[k], lambda idx, v=v: v[idx])
         for k, v in grads.items()
     }
-    opt = scion_jax.scion(1.0, RULES, ns_dtype="float32", mesh=mesh)
+    opt = scion_jax.scion(1.0, rules(), ns_dtype="float32", mesh=mesh)
     out = jax.jit(lambda g: opt.update(g, opt.init(g))[0])(arrays)
     for k in out:
         assert out[k].sharding.is_equivalent_to(shardings[k], grads[k].ndim), k

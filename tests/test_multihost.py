@@ -63,7 +63,7 @@ def run_processes(tmp_path: Path, task: str, num_processes: int = 2) -> dict[str
 def test_two_process_partitioned_step_matches_single_process(tmp_path):
     got = run_processes(tmp_path, "scion_step")
     grads = multihost_worker.make_grads()
-    opt = scion_jax.scion(1.0, multihost_worker.RULES, ns_dtype="float32")
+    opt = scion_jax.scion(1.0, multihost_worker.rules(), ns_dtype="float32")
     want = jax.device_get(jax.jit(lambda g: opt.update(g, opt.init(g))[0])(grads))
     assert set(got) == set(want)
     flat = lambda t: np.concatenate([np.asarray(t[k], np.float64).ravel() for k in want])  # noqa: E731

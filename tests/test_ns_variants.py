@@ -146,7 +146,11 @@ def test_aol_lifts_small_singular_values():
         assert aol[2] > fro[2] + 0.005 and aol[0] > 1.5 * fro[0], (steps, fro, aol)
 
 
-RULES = [("embed", "l1_to_rms"), (".*", "rms_to_rms")]
+RULES = [
+    ("embed", "l1_to_rms"),
+    ("^c$", scion_jax.Role("rms_to_rms", batch_axes=0)),  # a stack of 3 matrices
+    (".*", "rms_to_rms"),
+]
 
 
 def test_partitioned_and_traced_match_plain():

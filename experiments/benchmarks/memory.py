@@ -52,13 +52,18 @@ from scion_jax.train.trainer import BATCH_SPEC, make_mesh, make_step, model_conf
 GIB = 2**30
 BUDGETS_GIB = (16, 40, 80)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (ml_collections).")
-flags.DEFINE_integer("per_device_batch", 0, "Sequences per device per step (0: the config's).")
-flags.DEFINE_integer("devices", 0, "Fake this many CPU devices (read before jax starts).")
-flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
-flags.DEFINE_bool("time_options", False, "Time the quickstart step, memory options off vs on.")
-flags.DEFINE_integer("rounds", 7, "--time_options: interleaved rounds (median reported).")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The CLI's flags, defined only when run as a script: importing this module (the tests
+    do) must not claim absl's global `--config` flag, which other tools define too."""
+    config_flags.DEFINE_config_file("config", None, "Config file (ml_collections).")
+    flags.DEFINE_integer("per_device_batch", 0, "Sequences per device per step (0: config's).")
+    flags.DEFINE_integer("devices", 0, "Fake this many CPU devices (read before jax starts).")
+    flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
+    flags.DEFINE_bool("time_options", False, "Time the quickstart step, memory options off/on.")
+    flags.DEFINE_integer("rounds", 7, "--time_options: interleaved rounds (median reported).")
 
 
 def step_memory(config, per_device_batch: int) -> dict[str, int]:
@@ -224,9 +229,9 @@ def main(_):
             f"{t['off_s'] * 1e3:.0f} ms, on {t['on_s'] * 1e3:.0f} ms, on/off = {t['ratio']:.3f}"
         )
         return
-    if _CONFIG.value is None:
+    if FLAGS.config is None:
         raise app.UsageError("--config is required.")
-    r = memory_report(_CONFIG.value, FLAGS.per_device_batch)
+    r = memory_report(FLAGS.config, FLAGS.per_device_batch)
     if FLAGS.json:
         print(json.dumps(r))
         return
@@ -246,4 +251,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -5,7 +5,7 @@
     python experiments/benchmarks/memory.py --config=experiments/configs/width_1p3b.py \\
         --devices=8 --per_device_batch=4 --config.mesh.data=1 --config.mesh.fsdp=8
 
-Compiles the trainer's jitted step (`scion_jax.train.trainer.make_step`, state donated, the
+Compiles the trainer's jitted step (`scion_jax.train.trainer.jit_train_step`, state donated, the
 run's shardings) with ``jax.ShapeDtypeStruct`` inputs, nothing allocated, and prints XLA's
 ``memory_analysis()`` per device: arguments (state + batch), outputs, the aliased part
 (donated state reused for the new state), temporaries, and total = arguments + outputs −
@@ -47,7 +47,13 @@ from ml_collections import config_flags  # noqa: E402
 from scion_jax.model import init_model, param_specs  # noqa: E402
 from scion_jax.train.loss import resolve_chunk  # noqa: E402
 from scion_jax.train.optim import make_optimizer  # noqa: E402
-from scion_jax.train.trainer import BATCH_SPEC, make_mesh, make_step, model_config  # noqa: E402
+from scion_jax.train.trainer import (  # noqa: E402
+    BATCH_SPEC,
+    jit_train_step,
+    make_mesh,
+    make_step,
+    model_config,
+)
 
 GIB = 2**30
 BUDGETS_GIB = (16, 40, 80)
@@ -103,19 +109,7 @@ def step_memory(config, per_device_batch: int) -> dict[str, int]:
     tokens = jax.ShapeDtypeStruct(
         (config.batch_size, config.seq_len), jnp.int32, sharding=batch_sharding
     )
-    _, step_fn = make_step(
-        graphdef,
-        tx,
-        loss_chunk=resolve_chunk(config.loss_chunk, model_cfg.vocab_size),
-        microbatches=config.microbatches,
-        mesh=mesh,
-    )
-    step = jax.jit(
-        step_fn,
-        in_shardings=(state_shardings, batch_sharding),
-        out_shardings=(state_shardings, None),
-        donate_argnums=0,
-    )
+    _, step = jit_train_step(config, graphdef, tx, mesh, state_shardings)
     m = step.lower(state, {"inputs": tokens, "targets": tokens}).compile().memory_analysis()
     out = {
         "argument_bytes": int(m.argument_size_in_bytes),

@@ -122,6 +122,33 @@ def make_step(
     return loss_fn, step_fn
 
 
+def jit_train_step(
+    config: ml_collections.ConfigDict,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    state_shardings: Any,
+):
+    """(loss_fn, train_step): the run's step as `train` jits it (its memory options, the
+    state in `state_shardings` and donated, the batch split over the data axes); also what
+    `experiments/benchmarks/memory.py` compiles from abstract shapes."""
+    loss_fn, step_fn = make_step(
+        graphdef,
+        tx,
+        loss_chunk=resolve_chunk(config.loss_chunk, model_config(config).vocab_size),
+        microbatches=config.microbatches,
+        mesh=mesh,
+    )
+    batch_sharding = NamedSharding(mesh, BATCH_SPEC)
+    train_step = jax.jit(
+        step_fn,
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, None),
+        donate_argnums=0,
+    )
+    return loss_fn, train_step
+
+
 class _Preemption:
     """Turns SIGTERM into a flag the loop checks between steps."""
 
@@ -181,19 +208,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state = jax.device_put(state, state_shardings)
     batch_sharding = NamedSharding(mesh, BATCH_SPEC)
 
-    loss_fn, step_fn = make_step(
-        graphdef,
-        tx,
-        loss_chunk=resolve_chunk(config.loss_chunk, model_cfg.vocab_size),
-        microbatches=config.microbatches,
-        mesh=mesh,
-    )
-    train_step = jax.jit(
-        step_fn,
-        in_shardings=(state_shardings, batch_sharding),
-        out_shardings=(state_shardings, None),
-        donate_argnums=0,
-    )
+    loss_fn, train_step = jit_train_step(config, graphdef, tx, mesh, state_shardings)
     eval_loss = jax.jit(loss_fn, in_shardings=(state_shardings["params"], batch_sharding))
     norms_fn = jax.jit(
         norm_logger(rules, tuple(config.norm_extra), power_iters=config.norm_power_iters or None)

@@ -27,6 +27,7 @@ import concurrent.futures
 import itertools
 import json
 import os
+import queue
 import subprocess
 import sys
 
@@ -42,6 +43,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config file.")
 flags.DEFINE_string("sweep_dir", None, "Output directory of the sweep.", required=True)
 flags.DEFINE_integer("workers", 2, "Runs in parallel (local mode).")
 flags.DEFINE_integer("devices_per_run", 1, "Fake CPU devices per local run.")
+flags.DEFINE_integer(
+    "cpus_per_run",
+    0,
+    "Local mode: pin each worker's runs to their own this many CPU cores (0: no pinning). "
+    "Small CPU runs go faster one core each than sharing all of them "
+    "(experiments/benchmarks/README.md).",
+)
 flags.DEFINE_enum(
     "mode",
     "local",
@@ -156,15 +164,36 @@ def command(run_dir: str) -> list[str]:
     ]
 
 
-def _run_local(run_dir: str) -> int:
+def core_sets(workers: int, cpus_per_run: int) -> list[set[int]]:
+    """Disjoint sets of `cpus_per_run` cores of this process's CPUs, one per worker."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if workers * cpus_per_run > len(cpus):
+        raise ValueError(
+            f"--workers={workers} × --cpus_per_run={cpus_per_run} needs "
+            f"{workers * cpus_per_run} cores; this process may use {len(cpus)}."
+        )
+    return [set(cpus[i * cpus_per_run : (i + 1) * cpus_per_run]) for i in range(workers)]
+
+
+def _run_local(run_dir: str, free_cores: queue.Queue | None) -> int:
     env = {
         **os.environ,
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={FLAGS.devices_per_run}",
     }
-    with open(os.path.join(run_dir, "log.txt"), "a") as log:
-        return subprocess.run(
-            command(run_dir), env=env, stdout=log, stderr=subprocess.STDOUT, check=False
-        ).returncode
+    cores = free_cores.get() if free_cores else None
+    try:
+        with open(os.path.join(run_dir, "log.txt"), "a") as log:
+            return subprocess.run(
+                command(run_dir),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
+            ).returncode
+    finally:
+        if cores:
+            free_cores.put(cores)
 
 
 def _write_batch_files(sweep_dir: str, phases: dict[str, list[str]]) -> None:
@@ -226,14 +255,20 @@ def main(_):
         _write_batch_files(sweep_dir, {k: [run_dir(n) for n in v] for k, v in phases.items()})
         print(f"wrote the command lists, SLURM arrays and submit.sh in {sweep_dir}")
         return
+    free_cores = None
+    if FLAGS.cpus_per_run:
+        free_cores = queue.Queue()
+        for cores in core_sets(FLAGS.workers, FLAGS.cpus_per_run):
+            free_cores.put(cores)
     failed = []
     with (
         concurrent.futures.ThreadPoolExecutor(FLAGS.workers) as pool,
         tqdm(total=n_todo, unit="run", desc="sweep") as bar,
     ):
+        launch = lambda name: pool.submit(_run_local, run_dir(name), free_cores)
         # A finished run's branches start now; the others' when it finishes.
         ready = todo + [b for p, bs in children.items() if index[p]["status"] == "done" for b in bs]
-        pending = {pool.submit(_run_local, run_dir(n)): n for n in ready}
+        pending = {launch(n): n for n in ready}
         while pending:
             done, _ = concurrent.futures.wait(pending, return_when="FIRST_COMPLETED")
             for future in done:
@@ -242,7 +277,7 @@ def main(_):
                 index[name]["status"] = "done" if ok else "failed"
                 branches = children.get(name, [])
                 if ok:
-                    pending.update({pool.submit(_run_local, run_dir(b)): b for b in branches})
+                    pending.update({launch(b): b for b in branches})
                 else:
                     failed.append(name)
                     for b in branches:  # never started: their constant-LR run failed

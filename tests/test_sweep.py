@@ -1,5 +1,6 @@
 """experiments/sweep.py: one run per point, failures recorded, finished runs skipped."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -58,7 +59,7 @@ def test_sweep_runs_records_failures_and_resumes(tmp_path):
     config_path.write_text(SWEEP_CONFIG.format(corpus=str(corpus / "*.txt")))
     sweep_dir = tmp_path / "sweep"
 
-    first = _sweep(config_path, sweep_dir)
+    first = _sweep(config_path, sweep_dir, "--cpus_per_run=1")  # each worker on its own core
     assert first.returncode == 1, first.stderr[-2000:]  # the two "bogus" points fail
     index = json.loads((sweep_dir / "index.json").read_text())
     assert {n: p["status"] for n, p in index.items()} == {
@@ -102,9 +103,14 @@ def _load(name, path):
     return module
 
 
+@functools.cache
+def _sweep_module():
+    return _load("sweep_under_test", os.path.join(ROOT, "experiments", "sweep.py"))
+
+
 def test_shipped_sweep_configs_give_valid_runs():
     """Every grid point of every sweep in experiments/configs/sweeps is a valid run config."""
-    sweep = _load("sweep_under_test", os.path.join(ROOT, "experiments", "sweep.py"))
+    sweep = _sweep_module()
     directory = os.path.join(ROOT, "experiments", "configs", "sweeps")
     names = sorted(f for f in os.listdir(directory) if f.endswith(".py"))
     assert "cpu_lr_batch.py" in names and "cpu_depth.py" in names
@@ -124,7 +130,7 @@ def test_decayed_branches_start_from_their_constant_run(tmp_path):
     corpus = _corpus(tmp_path)
     config = SWEEP_CONFIG.format(corpus=str(corpus / "*.txt")).replace(
         's.grid = (("batch_size", (4, 8)), ("schedule.name", ("constant", "bogus")))',
-        's.grid = (("optimizer.learning_rate", (0.05, 0.1)),)\n'
+        's.grid = (("optimizer.learning_rate", (0.1,)),)\n'
         '    s.base.batch_size = 4\n'
         '    s.decay_horizons = (10, 11)',
     ).replace("s.max_tokens = 256", "s.max_tokens = 2**11")
@@ -135,7 +141,7 @@ def test_decayed_branches_start_from_their_constant_run(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     index = json.loads((sweep_dir / "index.json").read_text())
     assert index["lr=0.1_decay_D=2^10"] == {"steps": 8, "status": "done", "parent": "lr=0.1"}
-    assert sum(p["status"] == "done" for p in index.values()) == 6
+    assert sum(p["status"] == "done" for p in index.values()) == 3
     runs = sweep_dir / "runs"
     assert {"6", "12", "16"} <= set(os.listdir(runs / "lr=0.1" / "checkpoints"))
     rows = read_rows(str(runs / "lr=0.1_decay_D=2^11" / "metrics.jsonl"))
@@ -144,10 +150,19 @@ def test_decayed_branches_start_from_their_constant_run(tmp_path):
     table = collect(str(sweep_dir))
     decayed = [r for r in table if r["schedule.name"] == "linear_decay"]
     assert sorted((r["log2_D"], r["optimizer.learning_rate"]) for r in decayed) == [
-        (10, 0.05), (10, 0.1), (11, 0.05), (11, 0.1)]
+        (10, 0.1), (11, 0.1)]
 
     batch = _sweep(config_path, sweep_dir, "--mode=commands")
-    assert "6 points, 6 finished, 0 to run." in batch.stdout
-    assert len((sweep_dir / "commands_branches.txt").read_text().splitlines()) == 4
+    assert "3 points, 3 finished, 0 to run." in batch.stdout
+    assert len((sweep_dir / "commands_branches.txt").read_text().splitlines()) == 2
     submit = (sweep_dir / "submit.sh").read_text()
     assert "--dependency=afterok:$jid" in submit and "slurm_branches.sh" in submit
+
+
+def test_core_sets_are_disjoint_and_checked(monkeypatch):
+    sweep = _sweep_module()
+    monkeypatch.setattr(sweep.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 5})
+    assert sweep.core_sets(2, 2) == [{0, 1}, {2, 3}]
+    assert sweep.core_sets(5, 1) == [{0}, {1}, {2}, {3}, {5}]
+    with pytest.raises(ValueError, match="needs 6 cores; this process may use 5"):
+        sweep.core_sets(3, 2)

@@ -5,28 +5,49 @@ The η × B study found the optimal norm rising with D up to 2^20 and first leve
 `cpu_study_config()` (d 64, 4 layers, context 128, byte-level, Scion 1 : 1/8 : 1, constant
 LR) on the ≈ 60 MB "english" corpus (`make corpus`) with ``data.num_epochs = 1`` (a run
 that would repeat data fails before training), every run to 2^23 tokens, horizons
-D = 2^17 … 2^23 read off each run. B ∈ {8, 16, 32, 64} × η = 2^-4.5 … 2^-1.5 on a 2^0.5
-grid: the cpu_long optima (η* = 2^-2.5 … 2^-2 at D = 2^19 … 2^21 for every B, moving
-down as D^-0.26) sit inside it with a point to spare at both ends at 2^23.
-One held-out set of 256 sequences for every B.
+D = 2^17 … 2^23 read off each run. One held-out set of 256 sequences for every B.
+
+The η grid (2^0.5 apart) is centred per B on the expected optimum near 2^22: cpu_long's
+η* at 2^21 was 2^-2 … 2^-2.5 for every B, moving as D^-0.26 (REPORT.md 5b), and larger B
+want larger η (5a). Points run nearest-the-centre first, every B in turn, so a partial sweep
+already brackets each B's optimum; `cpu_horizon_edges.py` extends a grid where an optimum
+lands on its edge.
 """
 
 import ml_collections
 
 from scion_jax.train.config import cpu_study_config
 
+# log2 η at the centre of each B's grid, and how many 2^0.5 steps the grid reaches each side.
+CENTRE = {8: -2.5, 16: -2.5, 32: -2.5, 64: -2.0}
+HALF_WIDTH = 3
+
+
+def points_by_priority(centre: dict[int, float], half_width: int) -> tuple:
+    """(B, η) pairs: every B's centre, then ±1 step for every B, then ±2, …"""
+    out = []
+    for ring in range(half_width + 1):
+        for b, c in centre.items():
+            for offset in sorted({-ring, ring}):
+                out.append((b, 2.0 ** (c + offset / 2)))
+    return tuple(out)
+
+
+def base():
+    c = cpu_study_config()
+    c.data.source = "english"
+    c.data.num_epochs = 1
+    c.eval_sequences = 256
+    c.eval_every = 512
+    c.checkpoint_every = 1024
+    return c
+
 
 def get_config():
     sweep = ml_collections.ConfigDict()
-    sweep.base = cpu_study_config()
-    sweep.base.data.source = "english"
-    sweep.base.data.num_epochs = 1
-    sweep.base.eval_sequences = 256
-    sweep.base.eval_every = 512
-    sweep.base.checkpoint_every = 1024
+    sweep.base = base()
     sweep.grid = (
-        ("batch_size", (8, 16, 32, 64)),
-        ("optimizer.learning_rate", tuple(2.0 ** (k / 2) for k in range(-9, -2))),
+        (("batch_size", "optimizer.learning_rate"), points_by_priority(CENTRE, HALF_WIDTH)),
     )
     sweep.max_tokens = 2**23
     return sweep

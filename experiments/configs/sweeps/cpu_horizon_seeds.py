@@ -1,0 +1,34 @@
+"""Second seed for the long-horizon study (issue 14): the runs nearest each B's optimum.
+
+`cpu_horizon.py`'s grid centre and its two neighbours (2^±0.5) for every B, with seed 1 (new
+initial weights; the data order follows the seed too), to 2^23 tokens. The analysis
+(`experiments/horizon_study.py`) refits every horizon's optimum with seed 1's runs in place of
+seed 0's at these points: the spread is the optimal norm's run-to-run error bar. Move a
+B's points if its measured optimum is not at the centre.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _horizon():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_horizon.py")
+    spec = importlib.util.spec_from_file_location("cpu_horizon", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config():
+    horizon = _horizon()
+    sweep = ml_collections.ConfigDict()
+    sweep.base = horizon.base()
+    sweep.base.seed = 1
+    sweep.grid = (
+        (("batch_size", "optimizer.learning_rate"),
+         horizon.points_by_priority(horizon.CENTRE, half_width=1)),
+    )
+    sweep.max_tokens = 2**23
+    return sweep

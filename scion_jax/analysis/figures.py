@@ -402,3 +402,40 @@ def fig_lr_ranking(ranking: Sequence[dict[str, Any]], path: str, *, top: float =
 __all__ = ["fig_compare_setups", "fig_eta_star", "fig_first_reach", "fig_layer_norms",
            "fig_loss_vs_norm", "fig_lr_ranking", "fig_norm_vs_tokens", "fig_optima_by_horizon",
            "fig_optima_by_model", "in_setup", "setup_label"]
+
+
+def fig_norm_transfer(rows: Sequence[dict[str, Any]], optima: Sequence[Optimum], path: str, *,
+                      plateau: dict[str, Any] | None = None, tol: float = 0.3,
+                      paper: tuple[float, float] = (7.0, 0.2)) -> str:
+    """The optimal log2 output norm against the horizon D: at B*(D) with error bars (the
+    spread over seeds and fits, `transfer.horizon_estimates`, labelled with B*), and each
+    B's own optimum as a thin line; the longest plateau within ±tol shaded; the paper's
+    2^(7.0 ± 0.2) as a dashed band."""
+    if not rows:
+        raise ValueError("no horizons to draw")
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ok = [o for o in optima if o.ok]
+    cmap = plt.get_cmap("viridis")
+    batches = sorted({o.batch_size for o in ok})
+    for i, b in enumerate(batches):
+        pts = sorted((o for o in ok if o.batch_size == b), key=lambda o: o.log2_D)
+        ax.plot([2**o.log2_D for o in pts], [o.x_star for o in pts], "-", lw=0.8, alpha=0.6,
+                color=cmap(i / max(len(batches) - 1, 1) * 0.9), label=f"B = {b:g}")
+    d = np.array([2 ** r["log2_D"] for r in rows])
+    x = np.array([r["x_star"] for r in rows])
+    err = np.array([[r["x_star"] - r["x_lo"], r["x_hi"] - r["x_star"]] for r in rows]).T
+    ax.errorbar(d, x, yerr=err, fmt="ko", ms=5, capsize=3, label="at B*(D) (seeds × k)")
+    for r, xi, di in zip(rows, x, d, strict=True):
+        ax.annotate(f"B*={r['b_star']:g}", (di, xi), fontsize=7, xytext=(4, -10),
+                    textcoords="offset points")
+    if plateau and plateau.get("n", 0) >= 2:
+        ax.axvspan(2 ** plateau["start"], 2 ** plateau["end"], color="orange", alpha=0.2)
+        ax.axhspan(plateau["centre"] - tol, plateau["centre"] + tol, color="orange", alpha=0.2,
+                   label=f"plateau: {plateau['n']} horizons within ±{tol:g}")
+    ax.axhline(paper[0], color="gray", ls="--", lw=1,
+               label=f"paper: 2^({paper[0]:g} ± {paper[1]:g}), D = 2^29…2^37")
+    _log2_tokens_axis(ax)
+    ax.set(ylabel="optimal log2 output norm",
+           title="Norm transfer across horizons (Fig. 2a style)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)

@@ -1,0 +1,66 @@
+"""Norm transfer across horizons (scion_jax.analysis.transfer): optimal norm at B*(D) with
+error bars over seeds × k, and the plateau verdict, on synthetic sweeps with known truth."""
+
+import math
+
+import numpy as np
+import pytest
+
+from scion_jax.analysis import collect, figures, fit_optima, transfer
+from scion_jax.analysis.synthetic import Truth, make_sweep
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    d = tmp_path_factory.mktemp("transfer")
+    make_sweep(str(d), log2_lrs=tuple(np.arange(-12.0, 0.01, 0.5)),
+               batch_sizes=(32, 64, 128, 256), max_log2_tokens=30)
+    return [dict(r, seed=0) for r in collect(str(d), horizons=range(26, 31))]
+
+
+def test_optimal_norm_at_b_star_is_the_truth_at_every_horizon(table, tmp_path):
+    rows = transfer.horizon_estimates(table)
+    assert [r["log2_D"] for r in rows] == [26, 27, 28, 29, 30]
+    for r in rows:
+        assert r["n"] == 3 and r["in_range"]
+        assert abs(r["x_star"] - Truth().x00) < 0.2, r
+    plateau = transfer.longest_plateau(rows)
+    assert plateau["n"] == 5 and abs(plateau["centre"] - Truth().x00) < 0.2
+    path = figures.fig_norm_transfer(rows, fit_optima(table), str(tmp_path / "f.png"),
+                                     plateau=plateau)
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_second_seed_replaces_its_runs_and_widens_the_error_bars(table):
+    # seed 1 repeats every run with a loss 0.01 lower at the largest η of each sweep only:
+    # its optimum moves towards larger norms, seed 0's does not.
+    top = {}
+    for r in table:
+        key = (r["batch_size"], r["log2_D"])
+        top[key] = max(top.get(key, -math.inf), r["log2_lr"])
+    seed1 = [dict(r, seed=1, loss=r["loss"] - 0.01 * (r["log2_lr"] >= top[(r["batch_size"],
+             r["log2_D"])] - 2.0)) for r in table]
+    tables = transfer.seed_tables(table + seed1)
+    assert sorted(tables) == [0, 1] and len(tables[1]) == len(table)
+    assert all(t["seed"] == 1 for t in tables[1])
+    rows = transfer.horizon_estimates(table + seed1)
+    assert all(r["n"] == 6 for r in rows)
+    assert any(r["x_hi"] - r["x_lo"] > 0.05 for r in rows)
+    alone = {r["log2_D"]: r["x_star"] for r in transfer.horizon_estimates(table)}
+    assert all(r["x_hi"] >= alone[r["log2_D"]] - 1e-9 for r in rows)
+
+
+def _rows(xs, in_range=None):
+    in_range = in_range or [True] * len(xs)
+    return [{"log2_D": 17 + i, "x_star": x, "in_range": ok}
+            for i, (x, ok) in enumerate(zip(xs, in_range, strict=True))]
+
+
+def test_longest_plateau():
+    rising = transfer.longest_plateau(_rows([4.0, 4.7, 5.4, 6.1, 6.8]))
+    assert rising["n"] == 1
+    levelling = transfer.longest_plateau(_rows([4.0, 5.0, 6.0, 6.4, 6.2, 6.55, 7.5]))
+    assert (levelling["start"], levelling["end"], levelling["n"]) == (19, 22, 4)
+    assert levelling["centre"] == pytest.approx(6.275)
+    broken = transfer.longest_plateau(_rows([6.0, 6.1, 6.0, 6.1], [True, True, False, True]))
+    assert broken["n"] == 2

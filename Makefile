@@ -27,8 +27,11 @@ corpus:
 			apt-get install -y -qq $(CORPUS_PACKAGES) >/dev/null; \
 	fi
 
+# Two pytest-xdist workers (up to 4 where there are more cores): most tests are XLA compiles
+# and child processes, which one core each finishes almost as fast as two.
 test: $(STAMP) corpus
-	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(BIN)/python -m pytest -q tests
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(BIN)/python -m pytest -q \
+		-n auto --maxprocesses=4 --dist=worksteal tests
 
 # The quickstart: a small Scion model on Shakespeare, a few minutes on a 2-core CPU.
 # Extra flags: make run ARGS="--config.steps=600"

@@ -1,4 +1,6 @@
-"""Every test sees 8 fake CPU devices (set before jax is imported)."""
+"""Every test sees 8 fake CPU devices (set before jax is imported), and one persistent
+compilation cache shared by the test processes and the runs and notebook kernels they
+start: most tests compile the same small models, and a cache hit skips XLA entirely."""
 
 import os
 
@@ -11,3 +13,7 @@ os.environ["XLA_FLAGS"] = (
     + " --xla_cpu_enable_concurrency_optimized_scheduler=false"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Keyed by the program, jax version and flags: a hit is the executable a compile would give.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".pytest_cache", "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

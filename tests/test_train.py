@@ -14,7 +14,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from scion_jax.data import make_eval_batches
 from scion_jax.train import base_config, train
+from scion_jax.train.config import eval_batch_count
 from scion_jax.train.metrics import read_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -172,18 +174,21 @@ def test_decayed_branch_equals_an_uninterrupted_decayed_run(corpus, tmp_path):
               str(tmp_path / "bad"))
 
 
-def test_eval_sequences_give_every_batch_size_the_same_held_out_set(corpus, tmp_path):
-    """At init (same seed, same weights) the held-out loss depends only on the held-out set:
-    equal across B with `eval_sequences`, not with `eval_batches` (B sequences per batch)."""
+def test_eval_sequences_give_every_batch_size_the_same_held_out_set(corpus):
+    """The trainer's held-out batches: with `eval_sequences` the same sequences for every
+    batch size (so held-out losses compare across B), with `eval_batches` B per batch."""
 
-    def init_eval_loss(batch_size, **overrides):
-        workdir = str(tmp_path / f"b{batch_size}_{len(overrides)}")
-        train(tiny_config(corpus, steps=1, batch_size=batch_size, **overrides), workdir)
-        return read_rows(os.path.join(workdir, "metrics.jsonl"))[0]["eval_loss"]
+    def held_out(batch_size, **overrides):
+        c = tiny_config(corpus, batch_size=batch_size, **overrides)
+        batches = make_eval_batches(
+            c.data, seq_len=c.seq_len, batch_size=c.batch_size, num_batches=eval_batch_count(c)
+        )
+        assert all(b["inputs"].shape == (batch_size, c.seq_len) for b in batches)
+        return np.concatenate([np.concatenate([b["inputs"], b["targets"][:, -1:]], 1)
+                               for b in batches])
 
-    fixed = init_eval_loss(4, eval_sequences=8)
-    assert fixed == pytest.approx(init_eval_loss(8, eval_sequences=8))
-    assert init_eval_loss(4) != pytest.approx(init_eval_loss(8), abs=1e-6)
+    np.testing.assert_array_equal(held_out(4, eval_sequences=8), held_out(8, eval_sequences=8))
+    assert len(held_out(4)) == 4 * 2 and len(held_out(8)) == 8 * 2  # eval_batches = 2
 
 
 def test_sigterm_saves_and_exits(corpus, tmp_path):

@@ -116,6 +116,12 @@ def decay_start(steps: int, decay_fraction: float) -> int:
     return steps - round(decay_fraction * steps)
 
 
+def eval_batch_count(config: ml_collections.ConfigDict) -> int:
+    """Held-out batches per evaluation: `eval_sequences` / B when set (the same held-out
+    sequences for every batch size), else `eval_batches` batches of B."""
+    return config.eval_sequences // config.batch_size or config.eval_batches
+
+
 def cpu_study_config() -> ml_collections.ConfigDict:
     """The run of the CPU norm-transfer studies (`experiments/configs/sweeps/cpu_*.py`):
     byte-level Shakespeare, context 128, d 64 (one head of 64), 4 layers, Scion at the

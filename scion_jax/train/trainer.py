@@ -231,7 +231,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             config.data,
             seq_len=config.seq_len,
             batch_size=config.batch_size,
-            num_batches=config.eval_sequences // config.batch_size or config.eval_batches,
+            num_batches=config_lib.eval_batch_count(config),
         )
     ]
     keep_steps = tuple(config.keep_steps)

@@ -1,6 +1,7 @@
 """Training throughput (tokens/s), MFU and the optimizer's share of the step, on CPU.
 
     python experiments/benchmarks/bench_train.py [--widths=128,256,512 --torch]
+        [--compute_dtype=float32]
 
 For each width (4 layers, head_dim 64, seq 256, batch 16, vocab 256 — TARGETS.md):
 tokens/s of the jitted train step with scion and with adamw, MFU = model FLOPs
@@ -11,7 +12,9 @@ parameter norm (exact SVD) and per-group summaries ("norms"), and that plus the 
 norms and the parameter copy they need ("+updates", the trainer's default); the step and
 both logs are timed in interleaved rounds.
 With --torch, the same architecture in PyTorch (torch.compile'd model, Scion step) at each
-width, timed in a child process, for the ratio ours / PyTorch measured in the same run.
+width, timed in a child process, for the ratio ours / PyTorch measured in the same run. The
+PyTorch model computes in float32 (its Newton–Schulz in bf16, as ours); ours computes in
+--compute_dtype (the project's default bf16; float32 is the like-for-like comparison).
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ flags.DEFINE_list("widths", ["128", "256", "512"], "d_model values.")
 flags.DEFINE_integer("n_layers", 4, "Blocks.")
 flags.DEFINE_integer("seq_len", 256, "Sequence length.")
 flags.DEFINE_integer("batch", 16, "Sequences per step.")
+flags.DEFINE_enum(
+    "compute_dtype",
+    "bfloat16",
+    ["bfloat16", "float32"],
+    "JAX activations' dtype (parameters fp32); the PyTorch baseline computes in float32.",
+)
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement (median reported).")
 flags.DEFINE_bool("torch", True, "Also time PyTorch (torch.compile + Scion) in a child process.")
 flags.DEFINE_integer("torch_child", 0, "Internal: time PyTorch at this width and print tokens/s.")
@@ -71,7 +80,11 @@ def _config(width: int, optimizer: str):
     c = base_config()
     c.seq_len, c.batch_size = FLAGS.seq_len, FLAGS.batch
     c.model.update(
-        d_model=width, n_layers=FLAGS.n_layers, n_heads=max(width // 64, 1), vocab_size=256
+        d_model=width,
+        n_layers=FLAGS.n_layers,
+        n_heads=max(width // 64, 1),
+        vocab_size=256,
+        compute_dtype=FLAGS.compute_dtype,
     )
     c.optimizer.name = optimizer
     c.optimizer.learning_rate = 2.0**-6 if optimizer == "scion" else 1e-3

@@ -2,7 +2,7 @@
 
     python experiments/horizon_study.py \
         --sweep_dir=workdirs/sweeps/cpu_horizon,workdirs/sweeps/cpu_horizon_seeds,... \
-        --out_dir=experiments/results/cpu_horizon [--allow_partial]
+        --out_dir=experiments/results/cpu_horizon --loss=eval_loss [--allow_partial]
 
 Runs `plot.py`'s analysis (table.csv, fits.json, the paper's figures; its flags apply), then
 for the primary setup from D = 2^--min_log2_D on: the optimal log2 norm at B*(D) with error

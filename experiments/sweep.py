@@ -72,6 +72,7 @@ SHORT = {
     "optimizer.weight_decay": "wd",
     "schedule.name": "sched",
     "seed": "seed",
+    "eval_every": "ev",
     "optimizer.lr_scales.hidden": "hid",
     "optimizer.lr_scales.input": "in",
     "optimizer.lr_scales.output": "out",

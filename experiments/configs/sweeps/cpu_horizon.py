@@ -5,7 +5,11 @@ The η × B study found the optimal norm rising with D up to 2^20 and first leve
 `cpu_study_config()` (d 64, 4 layers, context 128, byte-level, Scion 1 : 1/8 : 1, constant
 LR) on the ≈ 60 MB "english" corpus (`make corpus`) with ``data.num_epochs = 1`` (a run
 that would repeat data fails before training), every run to 2^23 tokens, horizons
-D = 2^17 … 2^23 read off each run. One held-out set of 256 sequences for every B.
+D = 2^17 … 2^23 read off each run. One held-out set of 256 sequences for every B, evaluated
+at every 2^17 tokens (so at every horizon): the optima are fitted to the held-out loss
+(`horizon_study.py --loss=eval_loss`), because on this mixed corpus the training loss of a
+batch moves with the kind of text in it (scripture, plays, dictionary entries) by more than
+the horizons differ.
 
 The η grid (2^0.5 apart) is centred per B on the expected optimum near 2^22: cpu_long's
 η* at 2^21 was 2^-2 … 2^-2.5 for every B, moving as D^-0.26 (REPORT.md 5b), and larger B
@@ -23,13 +27,18 @@ CENTRE = {8: -2.5, 16: -2.5, 32: -2.5, 64: -2.0}
 HALF_WIDTH = 3
 
 
+EVAL_TOKENS = 2**17
+SEQ_LEN = cpu_study_config().seq_len
+
+
 def points_by_priority(centre: dict[int, float], half_width: int) -> tuple:
-    """(B, η) pairs: every B's centre, then ±1 step for every B, then ±2, …"""
+    """(B, η, eval_every) triples: every B's centre, then ±1 step for every B, then ±2, …;
+    each B evaluates every EVAL_TOKENS tokens."""
     out = []
     for ring in range(half_width + 1):
         for b, c in centre.items():
             for offset in sorted({-ring, ring}):
-                out.append((b, 2.0 ** (c + offset / 2)))
+                out.append((b, 2.0 ** (c + offset / 2), EVAL_TOKENS // (b * SEQ_LEN)))
     return tuple(out)
 
 
@@ -38,7 +47,6 @@ def base():
     c.data.source = "english"
     c.data.num_epochs = 1
     c.eval_sequences = 256
-    c.eval_every = 512
     c.checkpoint_every = 1024
     return c
 
@@ -47,7 +55,8 @@ def get_config():
     sweep = ml_collections.ConfigDict()
     sweep.base = base()
     sweep.grid = (
-        (("batch_size", "optimizer.learning_rate"), points_by_priority(CENTRE, HALF_WIDTH)),
+        (("batch_size", "optimizer.learning_rate", "eval_every"),
+         points_by_priority(CENTRE, HALF_WIDTH)),
     )
     sweep.max_tokens = 2**23
     return sweep

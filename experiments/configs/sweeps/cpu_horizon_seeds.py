@@ -27,7 +27,7 @@ def get_config():
     sweep.base = horizon.base()
     sweep.base.seed = 1
     sweep.grid = (
-        (("batch_size", "optimizer.learning_rate"),
+        (("batch_size", "optimizer.learning_rate", "eval_every"),
          horizon.points_by_priority(horizon.CENTRE, half_width=1)),
     )
     sweep.max_tokens = 2**23

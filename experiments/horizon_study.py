@@ -55,7 +55,8 @@ def run_times(sweep_dirs: list[str]) -> list[dict]:
 
 
 def _fit_record(fit) -> dict:
-    return plot.jsonable(fit) if isinstance(fit, fits.LinearFit) else {"error": str(fit)}
+    """A fit as JSON, or `plot._try`'s {"error": ...} record as it is."""
+    return plot.jsonable(fit) if isinstance(fit, fits.LinearFit) else fit
 
 
 def main(argv: list[str]) -> None:
@@ -83,8 +84,7 @@ def main(argv: list[str]) -> None:
               "verdict": "constant" if plateau["n"] >= 3 else "not constant"}
     scaling = plot._try("B*(D), η*(D)", lambda: fits.fit_horizon_scaling(primary))
     record["horizon_scaling"] = (
-        {k: _fit_record(v) for k, v in scaling.items()} if isinstance(scaling, dict)
-        and "error" not in scaling else scaling)
+        scaling if "error" in scaling else {k: _fit_record(v) for k, v in scaling.items()})
     record["global"] = _fit_record(plot._try("global fit", lambda: fits.fit_global(primary)))
     held = lambda _, log2_d: log2_d > _FIT_MAX_D.value
     if any(held(0, o.log2_D) for o in primary) and any(not held(0, o.log2_D) for o in primary):

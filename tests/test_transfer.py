@@ -1,7 +1,11 @@
 """Norm transfer across horizons (scion_jax.analysis.transfer): optimal norm at B*(D) with
 error bars over seeds × k, and the plateau verdict, on synthetic sweeps with known truth."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,13 +13,38 @@ import pytest
 from scion_jax.analysis import collect, figures, fit_optima, transfer
 from scion_jax.analysis.synthetic import Truth, make_sweep
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory):
+def sweep_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("transfer")
     make_sweep(str(d), log2_lrs=tuple(np.arange(-12.0, 0.01, 0.5)),
                batch_sizes=(32, 64, 128, 256), max_log2_tokens=30)
-    return [dict(r, seed=0) for r in collect(str(d), horizons=range(26, 31))]
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def table(sweep_dir):
+    return [dict(r, seed=0) for r in collect(sweep_dir, horizons=range(26, 31))]
+
+
+def test_horizon_study_cli_reports_the_plateau_and_the_held_out_check(sweep_dir, tmp_path):
+    out = tmp_path / "report"
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "horizon_study.py"),
+         f"--sweep_dir={sweep_dir}", f"--out_dir={out}", "--min_log2_D=24",
+         "--fit_max_log2_D=28"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    record = json.loads((out / "transfer.json").read_text())
+    assert record["verdict"] == "constant" and record["plateau"]["n"] == 7  # D = 2^24…2^30
+    rms = record["predict_check"]["rms_log2_error"]  # the synthetic laws are exact
+    assert rms["log2_eta_iso_norm"] < 0.05 and rms["log2_eta_power_law"] < 0.05
+    assert set(record["horizon_scaling"]) == {"b_star", "eta_star"}
+    assert (out / "fig2a_norm_transfer.png").stat().st_size > 0
+    assert "longest plateau within ±0.3: 7 horizons" in run.stdout
 
 
 def test_optimal_norm_at_b_star_is_the_truth_at_every_horizon(table, tmp_path):

@@ -1,40 +1,43 @@
 """scion-jax: the Scion optimizer (norm-constrained LMOs) for JAX, as an optax transform.
 
-Without jax installed only `scion_jax.analysis` (numpy + matplotlib) is usable: the optimizer
-names below are then absent, and importing the analysis package still works.
+The names below are imported on first use (PEP 562), so that tools which need no JAX — the
+data preparation CLI and its worker processes, `scion_jax.analysis` (numpy + matplotlib) —
+start without importing it; without jax installed, using an optimizer name raises ImportError.
 """
 
-try:
-    import jax as _jax  # noqa: F401
-except ImportError:  # an analysis-only environment
-    __all__: list[str] = []
-else:
-    from scion_jax import norms, partitioned
-    from scion_jax.init import init_params
-    from scion_jax.newton_schulz import newton_schulz, polar_svd
-    from scion_jax.norms import layer_norms, operator_norm
-    from scion_jax.optimizer import ScionState, scale_by_scion, scion
-    from scion_jax.partitioned import axis_orthogonalizer, mesh_orthogonalizer
-    from scion_jax.propose import describe, describe_rows, propose_rules
-    from scion_jax.rules import NORMS, Role, tied_embedding
+import importlib
 
-    __all__ = [
-        "NORMS",
-        "Role",
-        "ScionState",
-        "axis_orthogonalizer",
-        "describe",
-        "describe_rows",
-        "init_params",
-        "layer_norms",
-        "mesh_orthogonalizer",
-        "newton_schulz",
-        "norms",
-        "operator_norm",
-        "partitioned",
-        "polar_svd",
-        "propose_rules",
-        "scale_by_scion",
-        "scion",
-        "tied_embedding",
-    ]
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "NORMS": "rules",
+    "Role": "rules",
+    "tied_embedding": "rules",
+    "ScionState": "optimizer",
+    "scale_by_scion": "optimizer",
+    "scion": "optimizer",
+    "axis_orthogonalizer": "partitioned",
+    "mesh_orthogonalizer": "partitioned",
+    "describe": "propose",
+    "describe_rows": "propose",
+    "propose_rules": "propose",
+    "init_params": "init",
+    "layer_norms": "norms",
+    "operator_norm": "norms",
+    "newton_schulz": "newton_schulz",
+    "polar_svd": "newton_schulz",
+}
+_SUBMODULES = ("norms", "partitioned")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

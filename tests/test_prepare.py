@@ -5,6 +5,8 @@ import gzip
 import json
 import os
 import stat
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -99,6 +101,18 @@ def test_hf_tokenizer_round_trip_and_prepare(tmp_path, hf_tokenizer):
     assert tok.decode(first[:-1]) == next(read_unit(units(src)[0])).text
     mem = load_corpus(src, "train", tokenizer=hf_tokenizer, eval_fraction=0.0)
     np.testing.assert_array_equal(docs, mem.tokens)
+
+
+def test_prepare_imports_neither_jax_nor_grain():
+    """The prepare CLI and its forkserver workers start in a fraction of a second: the package
+    imports JAX and grain only when a name that needs them is used."""
+    code = (
+        "import sys, scion_jax.data.prepare, scion_jax.data.train_tokenizer; "
+        "assert not {'jax', 'grain'} & set(sys.modules), 'imported'; "
+        "import scion_jax; scion_jax.scion; assert 'jax' in sys.modules; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
 
 
 def test_hf_eos_comes_from_tokenizer_config(tmp_path):

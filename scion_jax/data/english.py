@@ -106,7 +106,7 @@ def english_units(paths: EnglishPaths | None = None) -> list[Unit]:
     ]
     kjv = [Unit("kjv", "kjv", bible, tuple(f"kjv:{b}" for b in KJV_BOOKS))]
     gcide = [
-        Unit(f"gcide:{r}", "gcide", paths.gcide, tuple(f"gcide:{c}" for c in r))
+        Unit(f"gcide:{r}", "gcide", paths.gcide + ".dict.dz", tuple(f"gcide:{c}" for c in r))
         for r in GCIDE_RANGES
     ]
     wordnet = [
@@ -151,19 +151,19 @@ def _gcide_letter(headword: str) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _gcide_index(path: str) -> dict[int, tuple[int, str]]:
-    """offset → (length, letter) of every entry; an entry with several headwords (one offset)
+def _gcide_index(path: str) -> dict[str, tuple[str, str]]:
+    """offset → (length, letter) of every entry, offset and length as dictd's base-64 digits
+    (decoded only for the entries a unit reads); an entry with several headwords (one offset)
     belongs to the first in index order. dictd's ``00-database-*`` metadata is skipped."""
-    entries: dict[int, tuple[int, str]] = {}
+    entries: dict[str, tuple[str, str]] = {}
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             try:
                 headword, offset, length = line.rstrip("\n").split("\t")
-                key, size = _b64(offset), _b64(length)
-            except (ValueError, KeyError) as e:
+            except ValueError as e:
                 raise ValueError(f"{path}:{lineno}: not a dictd index line.") from e
             if not headword.startswith("00-database"):
-                entries.setdefault(key, (size, _gcide_letter(headword)))
+                entries.setdefault(offset, (length, _gcide_letter(headword)))
     return entries
 
 
@@ -171,9 +171,14 @@ def _gcide_documents(unit: Unit) -> Iterator[Document]:
     """The entries whose headword's letter is in this unit's range, in file order (so each
     entry lands in exactly one unit)."""
     letters = {g.removeprefix("gcide:") for g in unit.groups}
-    entries = _gcide_index(unit.path + ".index")
-    mine = sorted((o, n, c) for o, (n, c) in entries.items() if c in letters)
-    with gzip.open(unit.path + ".dict.dz") as dz:  # dictzip is gzip: stream, seek forward
+    index = unit.path.removesuffix(".dict.dz") + ".index"
+    try:
+        mine = sorted(
+            (_b64(o), _b64(n), c) for o, (n, c) in _gcide_index(index).items() if c in letters
+        )
+    except KeyError as e:
+        raise ValueError(f"{index}: {e.args[0]!r} is not a dictd base-64 digit.") from e
+    with gzip.open(unit.path) as dz:  # dictzip is gzip: stream, seek forward
         for offset, size, letter in mine:
             dz.seek(offset)
             # GCIDE 0.53 has 3 stray Windows-1252 apostrophes (0x92) among its UTF-8.

@@ -7,9 +7,10 @@
 The work is a list of units (one per input file, or slices of the embedded corpora;
 `scion_jax.data.sources.units`), tokenized by N local processes. With S shards, task i (a
 SLURM array element or pod worker, all writing the same shared DIR) takes the units k with
-k mod S == i. A finished unit k leaves ``pieces/{k:06d}.{train,eval}.bin`` (raw tokens),
-``pieces/{k:06d}.{train,eval}.docs.npy`` (document starts in the piece) and, last, the marker
-``pieces/{k:06d}.json``; a rerun (with any S) skips units that have one. The task that finds
+k mod S == i. A finished unit k leaves, for each split it has text in,
+``pieces/{k:06d}.{train,eval}.bin`` (raw tokens) and ``pieces/{k:06d}.{train,eval}.docs.npy``
+(document starts in the piece) and, last, the marker ``pieces/{k:06d}.json`` (token and
+document counts of both splits); a rerun (with any S) skips units that have one. The task that finds
 every unit done assembles the directory: ``{train,eval}.docs.npy`` (global document starts),
 then ``index.json``. Every file is written under a temporary name and renamed, and the index
 last, so a killed prepare never leaves a directory that looks complete: readers need
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import glob
 import json
 import multiprocessing
 import os
@@ -72,21 +72,22 @@ def _tokenizer(spec: str):
 
 
 def _prepare_unit(job: tuple[str, int, Unit, str, str, Splitter]) -> dict[str, Any]:
-    """Tokenizes unit k into its piece files, the marker last; returns the marker."""
+    """Tokenizes unit k into its piece files, the marker last; returns the marker. A split the
+    unit has no text in gets no files (the marker says 0 tokens)."""
     out_dir, k, unit, tokenizer, text_field, splitter = job
     tok = _tokenizer(tokenizer)
     dtype = token_dtype(tok.vocab_size)
-    for stale in glob.glob(os.path.join(out_dir, _piece(k, "*.tmp*"))):  # from a killed run
-        os.remove(stale)
     tmp = {s: os.path.join(out_dir, _piece(k, f"{s}.bin")) + f".tmp{os.getpid()}" for s in SPLITS}
-    files = {s: open(tmp[s], "wb") for s in SPLITS}  # noqa: SIM115 (closed below)
+    files: dict[str, Any] = {}  # opened on a split's first document; buffered writes
     counts = dict.fromkeys(SPLITS, 0)
     starts: dict[str, list[int]] = {s: [] for s in SPLITS}
     try:
         for split, ids in tokenize_unit(unit, tok, splitter, text_field):
+            if split not in files:
+                files[split] = open(tmp[split], "wb")  # noqa: SIM115 (closed below)
             starts[split].append(counts[split])
             counts[split] += len(ids)
-            ids.astype(dtype).tofile(files[split])
+            files[split].write(ids.astype(dtype, copy=False))
     except Exception:  # bad input: leave nothing behind but the error
         for f in files.values():
             f.close()
@@ -95,11 +96,12 @@ def _prepare_unit(job: tuple[str, int, Unit, str, str, Splitter]) -> dict[str, A
     for f in files.values():
         f.close()
     marker: dict[str, Any] = {"unit": unit.name, "splits": {}}
-    for s in SPLITS:
+    for s in files:
         os.replace(tmp[s], os.path.join(out_dir, _piece(k, f"{s}.bin")))
         _save_npy(
             os.path.join(out_dir, _piece(k, f"{s}.docs.npy")), np.asarray(starts[s], np.int64)
         )
+    for s in SPLITS:
         marker["splits"][s] = {"num_tokens": counts[s], "num_documents": len(starts[s])}
     _write_json(os.path.join(out_dir, _piece(k, "json")), marker)
     return marker
@@ -115,10 +117,19 @@ def _finished(out_dir: str, k: int, unit: Unit, itemsize: int) -> dict[str, Any]
             == marker["splits"][s]["num_tokens"] * itemsize
             and os.path.exists(os.path.join(out_dir, _piece(k, f"{s}.docs.npy")))
             for s in SPLITS
+            if marker["splits"][s]["num_documents"]
         )
     except (OSError, ValueError, KeyError):
         return None
     return marker if complete else None
+
+
+def _remove_stale(out_dir: str, pending: set[int]) -> None:
+    """Deletes the temporary files a killed run left for the units this task will redo."""
+    for name in os.listdir(os.path.join(out_dir, PIECES)):
+        k = name.split(".")[0]
+        if ".tmp" in name and k.isdigit() and int(k) in pending:
+            os.remove(os.path.join(out_dir, PIECES, name))
 
 
 def _check_plan(out_dir: str, plan: dict[str, Any]) -> None:
@@ -150,14 +161,13 @@ def assemble(out_dir: str) -> dict[str, Any] | None:
     for s in SPLITS:
         counts = [m["splits"][s]["num_tokens"] for m in markers]
         bases = np.cumsum([0] + counts[:-1], dtype=np.int64)
-        docs = [
-            np.load(os.path.join(out_dir, _piece(k, f"{s}.docs.npy"))) for k in range(len(names))
-        ]
-        offsets = np.concatenate([d + b for d, b in zip(docs, bases, strict=True)] or [[]])
+        with_text = [k for k, m in enumerate(markers) if m["splits"][s]["num_documents"]]
+        docs = [np.load(os.path.join(out_dir, _piece(k, f"{s}.docs.npy"))) for k in with_text]
+        offsets = np.concatenate([d + bases[k] for d, k in zip(docs, with_text)] or [[]])
         _save_npy(os.path.join(out_dir, f"{s}.docs.npy"), offsets.astype(np.int64))
         index["splits"][s] = {
             "pieces": [
-                {"tokens": _piece(k, f"{s}.bin"), "num_tokens": n} for k, n in enumerate(counts)
+                {"tokens": _piece(k, f"{s}.bin"), "num_tokens": counts[k]} for k in with_text
             ],
             "documents": f"{s}.docs.npy",
             "num_tokens": int(sum(counts)),
@@ -209,6 +219,7 @@ def write_prepared(
         for k, u in enumerate(source_units)
         if k % num_shards == shard_index and _finished(out_dir, k, u, dtype.itemsize) is None
     ]
+    _remove_stale(out_dir, {j[1] for j in jobs})
     # Largest files first, so N processes finish together (equal sizes keep unit order).
     jobs.sort(key=lambda j: -os.path.getsize(j[2].path) if os.path.isfile(j[2].path) else 0)
     if processes == 1 or len(jobs) < 2:

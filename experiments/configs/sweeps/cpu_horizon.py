@@ -14,8 +14,8 @@ the horizons differ.
 The η grid (2^0.5 apart) is centred per B on the expected optimum near 2^22: cpu_long's
 η* at 2^21 was 2^-2 … 2^-2.5 for every B, moving as D^-0.26 (REPORT.md 5b), and larger B
 want larger η (5a). Points run nearest-the-centre first, every B in turn, so a partial sweep
-already brackets each B's optimum; `cpu_horizon_edges.py` extends a grid where an optimum
-lands on its edge.
+already brackets each B's optimum. Where an optimum lands on a grid edge, widen that B's grid
+(raise HALF_WIDTH, or move its CENTRE): finished runs keep their names and are skipped.
 """
 
 import ml_collections

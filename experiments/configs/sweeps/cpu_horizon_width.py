@@ -1,0 +1,39 @@
+"""Width check of the long-horizon study (issue 14): d 128 (2 heads of 64) at one B.
+
+The same runs as `cpu_horizon.py` (english corpus, one epoch, held-out loss every 2^17
+tokens, to 2^23 tokens) at twice the width, for one batch size B: η on the same 2^0.5 grid,
+centred where that grid is centred for B, 2 steps each side. `horizon_study.py` compares the
+optimal output norm of d 128 with d 64's at the same B for every horizon D ≥ 2^22 (the
+paper's Fig. 2b claim: the optimum sits at the same norm whatever the width). B is the d 64
+study's B* at 2^22–2^23; set it from the measured optimum before this runs.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+BATCH_SIZE = 16
+HALF_WIDTH = 2
+
+
+def _horizon():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_horizon.py")
+    spec = importlib.util.spec_from_file_location("cpu_horizon", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def get_config():
+    horizon = _horizon()
+    sweep = ml_collections.ConfigDict()
+    sweep.base = horizon.base()
+    sweep.base.model.update(d_model=128, n_heads=2)
+    centre = {BATCH_SIZE: horizon.CENTRE[BATCH_SIZE]}
+    sweep.grid = (
+        (("batch_size", "optimizer.learning_rate", "eval_every"),
+         horizon.points_by_priority(centre, HALF_WIDTH)),
+    )
+    sweep.max_tokens = 2**23
+    return sweep

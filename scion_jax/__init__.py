@@ -6,6 +6,8 @@ start without importing it; without jax installed, using an optimizer name raise
 """
 
 import importlib
+import sys
+import types
 
 # public name -> the submodule that defines it
 _EXPORTS = {
@@ -35,9 +37,24 @@ def __getattr__(name: str):
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
+
+
+class _Package(types.ModuleType):
+    """Keeps `scion_jax.newton_schulz` the function: importing a submodule sets it as an
+    attribute of its package, and the submodule `newton_schulz` shares the function's name."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _EXPORTS and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -109,7 +109,10 @@ def test_prepare_imports_neither_jax_nor_grain():
     code = (
         "import sys, scion_jax.data.prepare, scion_jax.data.train_tokenizer; "
         "assert not {'jax', 'grain'} & set(sys.modules), 'imported'; "
-        "import scion_jax; scion_jax.scion; assert 'jax' in sys.modules; print('ok')"
+        "import scion_jax; scion_jax.scion; assert 'jax' in sys.modules; "
+        # a submodule imported after the package keeps the package's name for the function
+        "from scion_jax.newton_schulz import POLAR_EXPRESS; "
+        "assert callable(scion_jax.newton_schulz), scion_jax.newton_schulz; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr

@@ -5,9 +5,11 @@ import gzip
 import json
 import os
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +28,7 @@ from scion_jax.data import (
     train_tokenizer,
 )
 from scion_jax.data import corpus as corpus_lib
+from scion_jax.data.dictzip import DictzipReader
 from scion_jax.data.sources import Splitter, read_unit, units
 
 WORDS = "thou art king crown sword alpha beta gamma delta river stone light dark".split()
@@ -172,7 +175,7 @@ def test_sharded_prepare_equals_unsharded(tmp_path, monkeypatch):
     (sharded / "pieces" / f"{pending[0]:06d}.train.bin.tmp99").write_bytes(b"half")  # killed
     done, real = [], prepare._prepare_unit
     with monkeypatch.context() as m:
-        m.setattr(prepare, "_prepare_unit", lambda job: done.append(job[1]) or real(job))
+        m.setattr(prepare, "_prepare_unit", lambda t, k, u: done.append(k) or real(t, k, u))
         shard(0)  # the rerun redoes only the units without a marker, then writes the index
         assert sorted(done) == pending and (sharded / "index.json").exists()
         shard(1)  # rerunning a finished directory does nothing
@@ -231,6 +234,35 @@ def _b64(n: int) -> str:
             return digits
 
 
+def _dictzip(data: bytes, chunk: int) -> bytes:
+    """`data` in dictzip's format (dictzip(1)): a gzip member, flushed every `chunk` bytes,
+    with the compressed chunk sizes in the header's RA field and a file name (as dictzip)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [c.compress(data[i : i + chunk]) + c.flush(zlib.Z_FULL_FLUSH)
+             for i in range(0, len(data), chunk)]  # fmt: skip
+    parts[-1] += c.flush()
+    ra = struct.pack(f"<HHH{len(parts)}H", 1, chunk, len(parts), *map(len, parts))
+    extra = b"RA" + struct.pack("<H", len(ra)) + ra
+    header = b"\x1f\x8b\x08\x0c" + bytes(6) + struct.pack("<H", len(extra)) + extra + b"x.dict\0"
+    return header + b"".join(parts) + struct.pack("<II", zlib.crc32(data), len(data))
+
+
+def test_dictzip_random_access(tmp_path):
+    data = np.random.default_rng(0).integers(0, 16, 1000, np.uint8).tobytes()
+    (tmp_path / "x.dz").write_bytes(_dictzip(data, 64))
+    assert gzip.decompress((tmp_path / "x.dz").read_bytes()) == data  # still a gzip file
+    reads = [(130, 20), (0, 1000), (63, 2), (999, 1), (500, 0), (10, 300), (640, 64)]
+    with DictzipReader(str(tmp_path / "x.dz")) as dz:
+        assert [dz.read(o, n) for o, n in reads] == [data[o : o + n] for o, n in reads]
+        with pytest.raises(ValueError, match="past the end"):
+            dz.read(990, 20)
+    (tmp_path / "plain.gz").write_bytes(gzip.compress(data))  # no RA field
+    (tmp_path / "short").write_bytes(b"\x1f")
+    for name in ("plain.gz", "short"):
+        with pytest.raises(ValueError, match=f"{name}: not a dictzip file"):
+            DictzipReader(str(tmp_path / name))
+
+
 def _stand_ins(root) -> english.EnglishPaths:
     """Small files in the Debian packages' formats: a `bible` script, a dictd GCIDE and
     WordNet data files."""
@@ -253,7 +285,7 @@ def _stand_ins(root) -> english.EnglishPaths:
         data += raw
     index.append(f"Zealous\t{_b64(index and data.index(b'Zeal'))}\t{_b64(10)}")  # 2nd headword
     (root / "gcide.index").write_text("\n".join(sorted(index)) + "\n")
-    (root / "gcide.dict.dz").write_bytes(gzip.compress(data))
+    (root / "gcide.dict.dz").write_bytes(_dictzip(data, 16))  # entries span chunks
     wordnet = root / "wordnet"
     wordnet.mkdir()
     lexfile = {"noun": (5, 18), "verb": (29, 38), "adj": (0, 44), "adv": (2, 2)}
@@ -314,6 +346,16 @@ def test_english_split_by_document_on_stand_ins(tmp_path, monkeypatch):
         assert _group_split("english", 0.2) == where  # deterministic
     finally:
         corpus_lib._in_memory.cache_clear()
+
+
+def test_gcide_bad_index_names_the_line(tmp_path):
+    for i, (lines, error) in enumerate([
+        ("a\tA\tB\nb\tC\n", r"g0.index:2: not a dictd index line"),
+        ("a\tA\tB\nb\tC\tD\nc\tE-\tF\n", r"g1.index:3: '-' is not a dictd base-64 digit"),
+    ]):  # fmt: skip
+        (tmp_path / f"g{i}.index").write_text(lines)
+        with pytest.raises(ValueError, match=error):
+            english._gcide_index(str(tmp_path / f"g{i}.index"))
 
 
 def test_english_missing_package_names_it(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Tokenization throughput of `prepare` (1 vs 2 processes) and the "english" corpus end to end.
 
-    python experiments/benchmarks/bench_prepare.py [--input=shakespeare --rounds=3 --corpus=english]
+    python experiments/benchmarks/bench_prepare.py [--input=shakespeare --rounds=3 --corpus=english
+        --out_dir=/dev/shm]
 
 Part 1: `write_prepared` of --input (default: Shakespeare, both editions, 9.6 MB in 77 files)
 with the byte tokenizer, a SentencePiece 8k BPE and a Hugging Face `tokenizers` 32k byte-level
@@ -75,9 +76,15 @@ def main() -> None:
     parser.add_argument("--corpus", default="english")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default="")
+    parser.add_argument(
+        "--out_dir",
+        default="",
+        help="where outputs go (default: the system's temp dir; a tmpfs such as /dev/shm "
+        "takes the disk's write-back out of the figures)",
+    )
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="bench_prepare_")
-    results: dict = {"load_average_start": os.getloadavg()}
+    tmp = tempfile.mkdtemp(prefix="bench_prepare_", dir=args.out_dir or None)
+    results: dict = {"load_average_start": os.getloadavg(), "out_dir": tmp}
     try:
         tokenizers = {"byte": "byte"}
         trained = (("sentencepiece 8k", "sp.model", 8192), ("tokenizers 32k", "hf.json", 32768))

@@ -21,13 +21,15 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import functools
-import gzip
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 
+import numpy as np
+
+from scion_jax.data.dictzip import DictzipReader
 from scion_jax.data.sources import Document, Unit, play_name, shakespeare_files
 
 PACKAGES = ("bible-kjv", "bible-kjv-text", "dict-gcide", "wordnet-base")
@@ -135,54 +137,72 @@ def _kjv_documents(unit: Unit) -> Iterator[Document]:
         yield Document(f"kjv:{book}", "".join(chapters).strip() + "\n")
 
 
-_B64_DIGIT = {c: i for i, c in enumerate(_B64)}
-
-
-def _b64(s: str) -> int:
-    n = 0
-    for c in s:
-        n = n * 64 + _B64_DIGIT[c]
-    return n
-
-
 def _gcide_letter(headword: str) -> str:
     c = headword[:1].upper()
     return c if "A" <= c <= "Z" else "#"
 
 
+def _b64_fields(raw: np.ndarray, lo: np.ndarray, hi: np.ndarray, path: str) -> np.ndarray:
+    """The dictd base-64 numbers in ``raw[lo[i]:hi[i]]``, all lines at once."""
+    digit = np.full(256, -1, np.int64)
+    digit[np.frombuffer(_B64.encode(), np.uint8)] = np.arange(64)
+    value = np.zeros(len(lo), np.int64)
+    for j in range(int((hi - lo).max(initial=0))):
+        active = lo + j < hi
+        d = digit[raw[np.where(active, lo + j, 0)]]
+        if (bad := active & (d < 0)).any():
+            line = int(np.argmax(bad))
+            char = chr(raw[lo[line] + j])
+            raise ValueError(f"{path}:{line + 1}: {char!r} is not a dictd base-64 digit.")
+        value = np.where(active, value * 64 + d, value)
+    return value
+
+
 @functools.lru_cache(maxsize=1)
-def _gcide_index(path: str) -> dict[str, tuple[str, str]]:
-    """offset → (length, letter) of every entry, offset and length as dictd's base-64 digits
-    (decoded only for the entries a unit reads); an entry with several headwords (one offset)
-    belongs to the first in index order. dictd's ``00-database-*`` metadata is skipped."""
-    entries: dict[str, tuple[str, str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                headword, offset, length = line.rstrip("\n").split("\t")
-            except ValueError as e:
-                raise ValueError(f"{path}:{lineno}: not a dictd index line.") from e
-            if not headword.startswith("00-database"):
-                entries.setdefault(offset, (length, _gcide_letter(headword)))
-    return entries
+def _gcide_index(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offset, length, letter as a byte) of every entry, by offset; an entry with several
+    headwords (one offset) belongs to the first in index order. dictd's ``00-database-*``
+    metadata is skipped. Lines ``headword\toffset\tlength`` are parsed all at once (numpy)."""
+    raw = np.fromfile(path, np.uint8)
+    if raw.size and raw[-1] != ord("\n"):
+        raw = np.append(raw, np.uint8(ord("\n")))
+    ends = np.flatnonzero(raw == ord("\n"))
+    starts = np.concatenate([[0], ends + 1])[:-1]
+    tabs = np.flatnonzero(raw == ord("\t"))
+    per_line = np.bincount(np.searchsorted(ends, tabs), minlength=len(ends))
+    if (per_line != 2).any():
+        raise ValueError(f"{path}:{int(np.argmax(per_line != 2)) + 1}: not a dictd index line.")
+    offset = _b64_fields(raw, tabs[0::2] + 1, tabs[1::2], path)
+    length = _b64_fields(raw, tabs[1::2] + 1, ends, path)
+    first = raw[starts]  # the letter of an ASCII headword: its first byte, upper case
+    letter = np.where((first >= ord("a")) & (first <= ord("z")), first - 32, first)
+    letter = np.where((letter >= ord("A")) & (letter <= ord("Z")), letter, ord("#"))
+    for i in np.flatnonzero(first >= 0x80):  # non-ASCII: str.upper's letter (0: no range)
+        c = _gcide_letter(bytes(raw[starts[i] : tabs[2 * i]]).decode("utf-8", "replace"))
+        letter[i] = ord(c) if len(c) == 1 else 0
+    prefix = b"00-database"
+    metadata = np.ones(len(ends), bool)
+    for j, c in enumerate(prefix):
+        metadata &= raw[np.minimum(starts + j, len(raw) - 1)] == c
+    keep = np.flatnonzero(~metadata)
+    _, first_line = np.unique(offset[keep], return_index=True)  # sorted by offset
+    lines = keep[first_line]
+    return offset[lines], length[lines], letter[lines].astype(np.uint8)
 
 
 def _gcide_documents(unit: Unit) -> Iterator[Document]:
     """The entries whose headword's letter is in this unit's range, in file order (so each
-    entry lands in exactly one unit)."""
-    letters = {g.removeprefix("gcide:") for g in unit.groups}
-    index = unit.path.removesuffix(".dict.dz") + ".index"
-    try:
-        mine = sorted(
-            (_b64(o), _b64(n), c) for o, (n, c) in _gcide_index(index).items() if c in letters
-        )
-    except KeyError as e:
-        raise ValueError(f"{index}: {e.args[0]!r} is not a dictd base-64 digit.") from e
-    with gzip.open(unit.path) as dz:  # dictzip is gzip: stream, seek forward
-        for offset, size, letter in mine:
-            dz.seek(offset)
+    entry lands in exactly one unit), read by dictzip random access: only the chunks they are
+    in are inflated."""
+    letters = "".join(g.removeprefix("gcide:") for g in unit.groups).encode()
+    offsets, lengths, codes = _gcide_index(unit.path.removesuffix(".dict.dz") + ".index")
+    mine = np.isin(codes, np.frombuffer(letters, np.uint8))
+    rows = zip(offsets[mine].tolist(), lengths[mine].tolist(), codes[mine].tolist(), strict=True)
+    with DictzipReader(unit.path) as dz:
+        for offset, size, letter in rows:
             # GCIDE 0.53 has 3 stray Windows-1252 apostrophes (0x92) among its UTF-8.
-            yield Document(f"gcide:{letter}", dz.read(size).decode("utf-8", "cp1252_bytes"))
+            text = dz.read(offset, size).decode("utf-8", "cp1252_bytes")
+            yield Document(f"gcide:{chr(letter)}", text)
 
 
 def _lemma(word: str) -> str:

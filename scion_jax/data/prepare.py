@@ -23,6 +23,7 @@ embedded corpora, line / row for jsonl / parquet), never by position inside a do
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import multiprocessing
@@ -66,23 +67,46 @@ def _piece(k: int, suffix: str) -> str:
     return os.path.join(PIECES, f"{k:06d}.{suffix}")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Task:
+    """What every unit of one prepare shares (sent to each worker once, not with every unit:
+    the splitter lists every known group)."""
+
+    out_dir: str
+    tokenizer: str
+    text_field: str
+    splitter: Splitter
+
+
+_worker_task: _Task | None = None  # a pool worker's task, set by `_init_worker`
+
+
+def _init_worker(task: _Task) -> None:
+    global _worker_task
+    _worker_task = task
+
+
+def _prepare_in_worker(job: tuple[int, Unit]) -> dict[str, Any]:
+    return _prepare_unit(_worker_task, *job)
+
+
 @functools.lru_cache(maxsize=2)
 def _tokenizer(spec: str):
     return load_tokenizer(spec)
 
 
-def _prepare_unit(job: tuple[str, int, Unit, str, str, Splitter]) -> dict[str, Any]:
+def _prepare_unit(task: _Task, k: int, unit: Unit) -> dict[str, Any]:
     """Tokenizes unit k into its piece files, the marker last; returns the marker. A split the
     unit has no text in gets no files (the marker says 0 tokens)."""
-    out_dir, k, unit, tokenizer, text_field, splitter = job
-    tok = _tokenizer(tokenizer)
+    out_dir = task.out_dir
+    tok = _tokenizer(task.tokenizer)
     dtype = token_dtype(tok.vocab_size)
     tmp = {s: os.path.join(out_dir, _piece(k, f"{s}.bin")) + f".tmp{os.getpid()}" for s in SPLITS}
     files: dict[str, Any] = {}  # opened on a split's first document; buffered writes
     counts = dict.fromkeys(SPLITS, 0)
     starts: dict[str, list[int]] = {s: [] for s in SPLITS}
     try:
-        for split, ids in tokenize_unit(unit, tok, splitter, text_field):
+        for split, ids in tokenize_unit(unit, tok, task.splitter, task.text_field):
             if split not in files:
                 files[split] = open(tmp[split], "wb")  # noqa: SIM115 (closed below)
             starts[split].append(counts[split])
@@ -214,23 +238,25 @@ def write_prepared(
     }
     os.makedirs(os.path.join(out_dir, PIECES), exist_ok=True)
     _check_plan(out_dir, plan)
+    task = _Task(out_dir, tok.name, text_field, splitter)
     jobs = [
-        (out_dir, k, u, tok.name, text_field, splitter)
+        (k, u)
         for k, u in enumerate(source_units)
         if k % num_shards == shard_index and _finished(out_dir, k, u, dtype.itemsize) is None
     ]
-    _remove_stale(out_dir, {j[1] for j in jobs})
+    _remove_stale(out_dir, {k for k, _ in jobs})
     # Largest files first, so N processes finish together (equal sizes keep unit order).
-    jobs.sort(key=lambda j: -os.path.getsize(j[2].path) if os.path.isfile(j[2].path) else 0)
+    jobs.sort(key=lambda j: -os.path.getsize(j[1].path) if os.path.isfile(j[1].path) else 0)
     if processes == 1 or len(jobs) < 2:
         for job in jobs:
-            _prepare_unit(job)
+            _prepare_unit(task, *job)
     else:
         # forkserver: workers fork from a fresh process, never from one running JAX threads.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["scion_jax.data.prepare"])
-        with context.Pool(min(processes, len(jobs))) as pool:
-            for _ in pool.imap_unordered(_prepare_unit, jobs):
+        workers = min(processes, len(jobs))
+        with context.Pool(workers, initializer=_init_worker, initargs=(task,)) as pool:
+            for _ in pool.imap_unordered(_prepare_in_worker, jobs):
                 pass
     return assemble(out_dir)
 
@@ -273,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # The importable module's main, so that workers can unpickle `_prepare_unit` by name.
+    # The importable module's main, so that workers can unpickle `_prepare_in_worker` by name.
     from scion_jax.data import prepare
 
     prepare.main()

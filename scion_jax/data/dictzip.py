@@ -1,0 +1,85 @@
+"""Random access into a dictzip file (dictd's ``.dict.dz``, e.g. GCIDE's).
+
+A dictzip file is a gzip file whose deflate stream is flushed (``Z_FULL_FLUSH``) every CHLEN
+bytes of text, and whose header's extra field ``RA`` lists the compressed size of every chunk
+(dictzip(1)). Any chunk therefore decompresses on its own: reading a range costs the chunks it
+touches, not the stream before it (as a seek in `gzip` does).
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import zlib
+
+_FHCRC, _FEXTRA, _FNAME, _FCOMMENT = 2, 4, 8, 16
+
+
+class DictzipReader:
+    """``read(offset, size)`` of the uncompressed text; keeps the last chunk it inflated, so
+    reads in increasing offset order inflate each chunk once."""
+
+    def __init__(self, path: str):
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close / the context manager)
+        try:
+            self._chunk_size, self._starts = self._read_header(path)
+        except BaseException:
+            self._file.close()
+            raise
+        self._cached: tuple[int, bytes] = (-1, b"")
+
+    def _read_header(self, path: str) -> tuple[int, list[int]]:
+        """(CHLEN, file offset of every chunk and of the end of the last)."""
+        not_dictzip = ValueError(f"{path}: not a dictzip file (a gzip file with an RA field).")
+        header = self._file.read(10)
+        magic, method, flags = struct.unpack("<2sBB6x", header.ljust(10, b"\0"))
+        if magic != b"\x1f\x8b" or method != 8 or not flags & _FEXTRA:
+            raise not_dictzip
+        (xlen,) = struct.unpack("<H", self._file.read(2).ljust(2, b"\0"))
+        extra, sizes, chunk_size = self._file.read(xlen), None, 0
+        while len(extra) >= 4:  # subfields: SI1 SI2, LEN, data
+            (length,) = struct.unpack("<H", extra[2:4])
+            if extra[:2] == b"RA":
+                _, chunk_size, count = struct.unpack("<HHH", extra[4:10])
+                sizes = struct.unpack(f"<{count}H", extra[10 : 10 + 2 * count])
+            extra = extra[4 + length :]
+        if sizes is None:
+            raise not_dictzip
+        for flag in (_FNAME, _FCOMMENT):  # zero-terminated strings
+            if flags & flag:
+                while self._file.read(1) not in (b"\0", b""):
+                    pass
+        if flags & _FHCRC:
+            self._file.read(2)
+        return chunk_size, list(itertools.accumulate(sizes, initial=self._file.tell()))
+
+    def _chunk(self, i: int) -> bytes:
+        if self._cached[0] != i:
+            if not 0 <= i < len(self._starts) - 1:
+                raise ValueError(f"{self._file.name}: offset past the end of the text.")
+            self._file.seek(self._starts[i])
+            data = self._file.read(self._starts[i + 1] - self._starts[i])
+            self._cached = (i, zlib.decompressobj(-zlib.MAX_WBITS).decompress(data))
+        return self._cached[1]
+
+    def read(self, offset: int, size: int) -> bytes:
+        if size <= 0:
+            return b""
+        first, last = offset // self._chunk_size, (offset + size - 1) // self._chunk_size
+        if first == last:  # most reads: no copy of the chunk
+            data = self._chunk(first)
+        else:
+            data = b"".join(self._chunk(i) for i in range(first, last + 1))
+        start = offset - first * self._chunk_size
+        if start + size > len(data):
+            raise ValueError(f"{self._file.name}: offset past the end of the text.")
+        return data[start : start + size]
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> DictzipReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -234,31 +234,43 @@ def _b64(n: int) -> str:
             return digits
 
 
-def _dictzip(data: bytes, chunk: int) -> bytes:
+def _dictzip(data: bytes, chunk: int, *, version: int = 1, comment: bool = False) -> bytes:
     """`data` in dictzip's format (dictzip(1)): a gzip member, flushed every `chunk` bytes,
-    with the compressed chunk sizes in the header's RA field and a file name (as dictzip)."""
+    with the compressed chunk sizes in the header's RA field and a file name (as dictzip);
+    `comment` adds a comment and a header CRC (the optional gzip fields)."""
     c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     parts = [c.compress(data[i : i + chunk]) + c.flush(zlib.Z_FULL_FLUSH)
              for i in range(0, len(data), chunk)]  # fmt: skip
     parts[-1] += c.flush()
-    ra = struct.pack(f"<HHH{len(parts)}H", 1, chunk, len(parts), *map(len, parts))
-    extra = b"RA" + struct.pack("<H", len(ra)) + ra
-    header = b"\x1f\x8b\x08\x0c" + bytes(6) + struct.pack("<H", len(extra)) + extra + b"x.dict\0"
-    return header + b"".join(parts) + struct.pack("<II", zlib.crc32(data), len(data))
+    ra = struct.pack(f"<HHH{len(parts)}H", version, chunk, len(parts), *map(len, parts))
+    extra = b"XY\x02\x00ab" + b"RA" + struct.pack("<H", len(ra)) + ra  # another subfield first
+    flags, tail = (0x1E, b"x.dict\0a comment\0\0\0") if comment else (0x0C, b"x.dict\0")
+    header = b"\x1f\x8b\x08" + bytes([flags]) + bytes(6) + struct.pack("<H", len(extra))
+    return header + extra + tail + b"".join(parts) + struct.pack("<II", zlib.crc32(data), len(data))
 
 
 def test_dictzip_random_access(tmp_path):
     data = np.random.default_rng(0).integers(0, 16, 1000, np.uint8).tobytes()
-    (tmp_path / "x.dz").write_bytes(_dictzip(data, 64))
-    assert gzip.decompress((tmp_path / "x.dz").read_bytes()) == data  # still a gzip file
     reads = [(130, 20), (0, 1000), (63, 2), (999, 1), (500, 0), (10, 300), (640, 64)]
-    with DictzipReader(str(tmp_path / "x.dz")) as dz:
-        assert [dz.read(o, n) for o, n in reads] == [data[o : o + n] for o, n in reads]
-        with pytest.raises(ValueError, match="past the end"):
-            dz.read(990, 20)
+    for comment in (False, True):
+        (tmp_path / "x.dz").write_bytes(_dictzip(data, 64, comment=comment))
+        assert gzip.decompress((tmp_path / "x.dz").read_bytes()) == data  # still a gzip file
+        with DictzipReader(str(tmp_path / "x.dz")) as dz:
+            assert [dz.read(o, n) for o, n in reads] == [data[o : o + n] for o, n in reads]
+            for o, n in ((990, 20), (1000, 1), (5000, 1)):
+                with pytest.raises(ValueError, match="past the end"):
+                    dz.read(o, n)
+            with pytest.raises(ValueError, match="must be ≥ 0"):
+                dz.read(-1, 2)
+    damaged = bytearray(_dictzip(data, 32))
+    damaged[24:26] = struct.pack("<H", 64)  # CHLEN says 64, the chunks hold 32
+    (tmp_path / "damaged.dz").write_bytes(damaged)
+    with DictzipReader(str(tmp_path / "damaged.dz")) as dz, pytest.raises(ValueError, match="inf"):
+        dz.read(0, 100)
     (tmp_path / "plain.gz").write_bytes(gzip.compress(data))  # no RA field
+    (tmp_path / "v2.dz").write_bytes(_dictzip(data, 64, version=2))
     (tmp_path / "short").write_bytes(b"\x1f")
-    for name in ("plain.gz", "short"):
+    for name in ("plain.gz", "v2.dz", "short"):
         with pytest.raises(ValueError, match=f"{name}: not a dictzip file"):
             DictzipReader(str(tmp_path / name))
 
@@ -283,7 +295,8 @@ def _stand_ins(root) -> english.EnglishPaths:
         raw = text.encode("utf-8") if "\x92" not in text else text.encode("latin-1")
         index.append(f"{headword}\t{_b64(len(data))}\t{_b64(len(raw))}")
         data += raw
-    index.append(f"Zealous\t{_b64(index and data.index(b'Zeal'))}\t{_b64(10)}")  # 2nd headword
+    index.append(f"Zealous\t{_b64(data.index(b'Zeal'))}\t{_b64(10)}")  # a 2nd headword
+    index.append(f"Ardent\t{_b64(data.index(b'Light'))}\t{_b64(10)}")  # first in index order
     (root / "gcide.index").write_text("\n".join(sorted(index)) + "\n")
     (root / "gcide.dict.dz").write_bytes(_dictzip(data, 16))  # entries span chunks
     wordnet = root / "wordnet"
@@ -329,7 +342,8 @@ def test_english_split_by_document_on_stand_ins(tmp_path, monkeypatch):
         assert len(gcide) == 10 and not any("header" in d.text for d in gcide)  # metadata out
         stonework = next(d for d in gcide if d.text.startswith("Stonework"))
         assert "mason’s" in stonework.text and sum("Zeal" in d.text for d in gcide) == 1
-        assert {d.group for d in gcide} == {f"gcide:{c}" for c in "#ACDLRSZ"}
+        assert {d.group for d in gcide} == {f"gcide:{c}" for c in "#ACDRSZ"}
+        assert next(d for d in gcide if d.text.startswith("Light")).group == "gcide:A"
         assert len([d for d in docs if d.group.startswith("kjv:")]) == 66
         assert "big adj, word0: a gloss 0 of adj" in next(
             d.text for d in docs if d.group == "wordnet:adj.all"
@@ -348,12 +362,33 @@ def test_english_split_by_document_on_stand_ins(tmp_path, monkeypatch):
         corpus_lib._in_memory.cache_clear()
 
 
+def test_gcide_index_parses_like_dictd(tmp_path):
+    lines = [
+        "00-database-url\tA\tZ",  # metadata: skipped
+        "ardor\tBA\tF",  # offset 64
+        "Zeal\tBA\tG",  # the same entry: it belongs to "ardor", first in index order
+        "été\tC\tD",  # not A–Z: "#"
+        "ıota\tE\tD",  # "ı".upper() is "I"
+        "ßtraße\tG\tD\r",  # "SS": "#"; a CRLF line end
+        "zebra\tH\tD",
+        "last\tI\tJ",  # no newline at the end of the file
+    ]
+    (tmp_path / "g.index").write_bytes("\n".join(lines).encode())
+    offset, length, letter = english._gcide_index(str(tmp_path / "g.index"))
+    assert offset.tolist() == [2, 4, 6, 7, 8, 64] and length.tolist() == [3, 3, 3, 3, 9, 5]
+    assert bytes(letter) == b"#I#ZLA"
+    (tmp_path / "empty.index").write_bytes(b"")
+    assert [len(a) for a in english._gcide_index(str(tmp_path / "empty.index"))] == [0, 0, 0]
+
+
 def test_gcide_bad_index_names_the_line(tmp_path):
     for i, (lines, error) in enumerate([
-        ("a\tA\tB\nb\tC\n", r"g0.index:2: not a dictd index line"),
-        ("a\tA\tB\nb\tC\tD\nc\tE-\tF\n", r"g1.index:3: '-' is not a dictd base-64 digit"),
+        (b"a\tA\tB\nb\tC\n", r"g0.index:2: not a dictd index line"),
+        (b"a\tA\tB-\nb\tC-\tD\n", r"g1.index:1: b'-' is not a dictd base-64 digit"),
+        (b"a\tA\tB\nb\tAAAAAAAAAAB\tD\n", r"g2.index:2: a number of > 10 digits"),
+        (b"a\tA\tB\n\xe9t\xe9\tC\tD\n", r"g3.index:2: the headword is not UTF-8"),
     ]):  # fmt: skip
-        (tmp_path / f"g{i}.index").write_text(lines)
+        (tmp_path / f"g{i}.index").write_bytes(lines)
         with pytest.raises(ValueError, match=error):
             english._gcide_index(str(tmp_path / f"g{i}.index"))
 

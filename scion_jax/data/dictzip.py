@@ -26,7 +26,7 @@ class DictzipReader:
         except BaseException:
             self._file.close()
             raise
-        self._cached: tuple[int, bytes] = (-1, b"")
+        self._cached: tuple[int | None, bytes] = (None, b"")
 
     def _read_header(self, path: str) -> tuple[int, list[int]]:
         """(CHLEN, file offset of every chunk and of the end of the last)."""
@@ -39,9 +39,12 @@ class DictzipReader:
         extra, sizes, chunk_size = self._file.read(xlen), None, 0
         while len(extra) >= 4:  # subfields: SI1 SI2, LEN, data
             (length,) = struct.unpack("<H", extra[2:4])
-            if extra[:2] == b"RA":
-                _, chunk_size, count = struct.unpack("<HHH", extra[4:10])
-                sizes = struct.unpack(f"<{count}H", extra[10 : 10 + 2 * count])
+            data = extra[4 : 4 + length]
+            if extra[:2] == b"RA" and len(data) >= 6:  # VER, CHLEN, CHCNT, CHCNT sizes
+                version, chunk_size, count = struct.unpack("<HHH", data[:6])
+                if version != 1 or chunk_size == 0 or len(data) != 6 + 2 * count:
+                    raise not_dictzip
+                sizes = struct.unpack(f"<{count}H", data[6:])
             extra = extra[4 + length :]
         if sizes is None:
             raise not_dictzip
@@ -55,15 +58,24 @@ class DictzipReader:
 
     def _chunk(self, i: int) -> bytes:
         if self._cached[0] != i:
-            if not 0 <= i < len(self._starts) - 1:
-                raise ValueError(f"{self._file.name}: offset past the end of the text.")
+            last = len(self._starts) - 2
+            if i > last:
+                raise ValueError(f"{self._file.name}: a read past the end of the text.")
             self._file.seek(self._starts[i])
             data = self._file.read(self._starts[i + 1] - self._starts[i])
-            self._cached = (i, zlib.decompressobj(-zlib.MAX_WBITS).decompress(data))
+            text = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data)
+            if i < last and len(text) != self._chunk_size:  # reads across chunks rely on it
+                raise ValueError(
+                    f"{self._file.name}: chunk {i} inflates to {len(text)} bytes, not the "
+                    f"header's {self._chunk_size} (a damaged file?)."
+                )
+            self._cached = (i, text)
         return self._cached[1]
 
     def read(self, offset: int, size: int) -> bytes:
-        if size <= 0:
+        if offset < 0 or size < 0:
+            raise ValueError(f"read({offset}, {size}): offset and size must be ≥ 0.")
+        if size == 0:
             return b""
         first, last = offset // self._chunk_size, (offset + size - 1) // self._chunk_size
         if first == last:  # most reads: no copy of the chunk
@@ -72,7 +84,7 @@ class DictzipReader:
             data = b"".join(self._chunk(i) for i in range(first, last + 1))
         start = offset - first * self._chunk_size
         if start + size > len(data):
-            raise ValueError(f"{self._file.name}: offset past the end of the text.")
+            raise ValueError(f"{self._file.name}: a read past the end of the text.")
         return data[start : start + size]
 
     def close(self) -> None:

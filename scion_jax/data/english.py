@@ -139,22 +139,28 @@ def _kjv_documents(unit: Unit) -> Iterator[Document]:
 
 def _gcide_letter(headword: str) -> str:
     c = headword[:1].upper()
-    return c if "A" <= c <= "Z" else "#"
+    return c if len(c) == 1 and "A" <= c <= "Z" else "#"  # "ß".upper() is "SS": "#"
 
 
 def _b64_fields(raw: np.ndarray, lo: np.ndarray, hi: np.ndarray, path: str) -> np.ndarray:
-    """The dictd base-64 numbers in ``raw[lo[i]:hi[i]]``, all lines at once."""
+    """The dictd base-64 numbers in ``raw[lo[i]:hi[i]]``, all at once; field i is on line
+    i mod n + 1 of the n lines (offsets, then lengths)."""
+    line = np.arange(len(lo)) % max(len(lo) // 2, 1) + 1
+    if len(lo) and (hi - lo).max() > 10:  # 64^10 = 2^60: int64 holds it
+        raise ValueError(f"{path}:{line[np.argmax(hi - lo > 10)]}: a number of > 10 digits.")
     digit = np.full(256, -1, np.int64)
     digit[np.frombuffer(_B64.encode(), np.uint8)] = np.arange(64)
-    value = np.zeros(len(lo), np.int64)
+    value, bad_at = np.zeros(len(lo), np.int64), np.full(len(lo), -1)
     for j in range(int((hi - lo).max(initial=0))):
         active = lo + j < hi
         d = digit[raw[np.where(active, lo + j, 0)]]
-        if (bad := active & (d < 0)).any():
-            line = int(np.argmax(bad))
-            char = chr(raw[lo[line] + j])
-            raise ValueError(f"{path}:{line + 1}: {char!r} is not a dictd base-64 digit.")
+        first_bad = active & (d < 0) & (bad_at < 0)
+        bad_at[first_bad] = lo[first_bad] + j
         value = np.where(active, value * 64 + d, value)
+    if (bad_at >= 0).any():
+        i = min(np.flatnonzero(bad_at >= 0), key=lambda i: line[i])  # the first line
+        byte = bytes(raw[bad_at[i] : bad_at[i] + 1])
+        raise ValueError(f"{path}:{line[i]}: {byte!r} is not a dictd base-64 digit.")
     return value
 
 
@@ -172,22 +178,33 @@ def _gcide_index(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     per_line = np.bincount(np.searchsorted(ends, tabs), minlength=len(ends))
     if (per_line != 2).any():
         raise ValueError(f"{path}:{int(np.argmax(per_line != 2)) + 1}: not a dictd index line.")
-    offset = _b64_fields(raw, tabs[0::2] + 1, tabs[1::2], path)
-    length = _b64_fields(raw, tabs[1::2] + 1, ends, path)
+    crlf = raw[np.maximum(ends - 1, 0)] == ord("\r")
+    numbers = _b64_fields(
+        raw,
+        np.concatenate([tabs[0::2], tabs[1::2]]) + 1,
+        np.concatenate([tabs[1::2], ends - crlf]),
+        path,
+    )
+    offset, length = numbers[: len(ends)], numbers[len(ends) :]
     first = raw[starts]  # the letter of an ASCII headword: its first byte, upper case
     letter = np.where((first >= ord("a")) & (first <= ord("z")), first - 32, first)
     letter = np.where((letter >= ord("A")) & (letter <= ord("Z")), letter, ord("#"))
-    for i in np.flatnonzero(first >= 0x80):  # non-ASCII: str.upper's letter (0: no range)
-        c = _gcide_letter(bytes(raw[starts[i] : tabs[2 * i]]).decode("utf-8", "replace"))
-        letter[i] = ord(c) if len(c) == 1 else 0
-    prefix = b"00-database"
+    for i in np.flatnonzero(first >= 0x80):  # non-ASCII: str.upper's letter ("ı" → "I")
+        try:
+            headword = bytes(raw[starts[i] : tabs[2 * i]]).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{i + 1}: the headword is not UTF-8 ({e.reason}).") from e
+        letter[i] = ord(_gcide_letter(headword))
     metadata = np.ones(len(ends), bool)
-    for j, c in enumerate(prefix):
+    for j, c in enumerate(b"00-database"):
         metadata &= raw[np.minimum(starts + j, len(raw) - 1)] == c
     keep = np.flatnonzero(~metadata)
     _, first_line = np.unique(offset[keep], return_index=True)  # sorted by offset
     lines = keep[first_line]
-    return offset[lines], length[lines], letter[lines].astype(np.uint8)
+    out = offset[lines], length[lines], letter[lines].astype(np.uint8)
+    for array in out:
+        array.flags.writeable = False  # cached: shared by every caller
+    return out
 
 
 def _gcide_documents(unit: Unit) -> Iterator[Document]:
@@ -199,10 +216,10 @@ def _gcide_documents(unit: Unit) -> Iterator[Document]:
     mine = np.isin(codes, np.frombuffer(letters, np.uint8))
     rows = zip(offsets[mine].tolist(), lengths[mine].tolist(), codes[mine].tolist(), strict=True)
     with DictzipReader(unit.path) as dz:
-        for offset, size, letter in rows:
+        for offset, size, code in rows:
             # GCIDE 0.53 has 3 stray Windows-1252 apostrophes (0x92) among its UTF-8.
             text = dz.read(offset, size).decode("utf-8", "cp1252_bytes")
-            yield Document(f"gcide:{chr(letter)}", text)
+            yield Document(f"gcide:{chr(code)}", text)
 
 
 def _lemma(word: str) -> str:

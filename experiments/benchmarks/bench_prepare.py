@@ -1,11 +1,11 @@
 """Tokenization throughput of `prepare` (1 vs 2 processes) and the "english" corpus end to end.
 
     python experiments/benchmarks/bench_prepare.py [--input=shakespeare --rounds=3 --corpus=english
-        --out_dir=/dev/shm]
+        --out_dir=/dev/shm --no-trained]
 
 Part 1: `write_prepared` of --input (default: Shakespeare, both editions, 9.6 MB in 77 files)
 with the byte tokenizer, a SentencePiece 8k BPE and a Hugging Face `tokenizers` 32k byte-level
-BPE (both trained here on the input), and of --corpus (the ≈ 60 MB "english" corpus) with the
+BPE (both trained here on the input; --no-trained leaves them out), and of --corpus (the ≈ 60 MB "english" corpus) with the
 byte tokenizer, each with --processes=1 and 2; rounds interleave every (input, tokenizer,
 processes) case, the median is reported. MB/s = UTF-8 MB of input text / wall time
 (a fresh output directory each time). The forkserver that forks the workers is started once per
@@ -77,6 +77,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default="")
     parser.add_argument(
+        "--trained",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time a SentencePiece 8k and a tokenizers BPE 32k, trained on --input",
+    )
+    parser.add_argument(
         "--out_dir",
         default="",
         help="where outputs go (default: the system's temp dir; a tmpfs such as /dev/shm "
@@ -88,7 +94,7 @@ def main() -> None:
     try:
         tokenizers = {"byte": "byte"}
         trained = (("sentencepiece 8k", "sp.model", 8192), ("tokenizers 32k", "hf.json", 32768))
-        for name, path, vocab in trained:
+        for name, path, vocab in trained if args.trained else ():
             start = time.perf_counter()
             tokenizers[name] = train_tokenizer.train_tokenizer(
                 args.input, os.path.join(tmp, path), vocab
@@ -100,10 +106,11 @@ def main() -> None:
             f"first 2-process prepare (starts the forkserver): "
             f"{results['forkserver_start_s']:.1f} s"
         )
+        sources = list(dict.fromkeys((args.input, args.corpus)))
         cases = [(args.input, name, tok) for name, tok in tokenizers.items()]
-        cases.append((args.corpus, "byte", "byte"))
+        cases += [(args.corpus, "byte", "byte")] if args.corpus != args.input else []
         mb = {}
-        for source in (args.input, args.corpus):
+        for source in sources:
             _, index = _prepare(source, "byte", 1, tmp)  # byte tokens = UTF-8 bytes of text
             mb[source] = sum(s["num_tokens"] for s in index["splits"].values()) / 1e6
         walls: dict[tuple[str, str, int], list[float]] = {}
@@ -127,7 +134,7 @@ def main() -> None:
         results["load_average_part1"] = os.getloadavg()
         print("\n| corpus | processes | wall s | byte tokens | peak RSS MiB (imports alone) |")
         print("|---|---:|---:|---:|---:|")
-        for source in (args.input, args.corpus):
+        for source in sources:
             for processes in (1, 2):
                 wall, rss, imported, tokens = _child(source, processes, tmp)
                 log2 = tokens.bit_length() - 1

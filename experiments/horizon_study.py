@@ -65,11 +65,11 @@ def main(argv: list[str]) -> None:
     sweep_dirs, out_dir = plot._SWEEP.value, plot._OUT.value
     if not sweep_dirs or not out_dir:
         raise app.UsageError("--sweep_dir and --out_dir are required.")
-    plot.analyse(sweep_dirs, out_dir, k=plot._K.value, window=plot._WINDOW.value,
+    plot.analyse(sweep_dirs, out_dir, k=plot._K.value, window_log2=plot._WINDOW.value,
                  allow_partial=plot._ALLOW_PARTIAL.value, loss_key=plot._LOSS.value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SweepWarning)
-        table = plot._collect_all(sweep_dirs, window=plot._WINDOW.value,
+        table = plot._collect_all(sweep_dirs, window_log2=plot._WINDOW.value,
                                   allow_partial=plot._ALLOW_PARTIAL.value)
     table = [r for r in table if r["log2_D"] >= _MIN_D.value]
     ks = [int(k) for k in _KS.value]

@@ -1,7 +1,7 @@
 """Analyse a norm-transfer sweep: collect → table.csv → fits.json → the paper's figures.
 
     python experiments/plot.py --sweep_dir=workdirs/sweep[,more,sweeps] \
-        --out_dir=workdirs/sweep_plots [--vocab_size=V] [--k=7] [--window=1] \
+        --out_dir=workdirs/sweep_plots [--vocab_size=V] [--k=7] [--window_log2=0] \
         [--loss=loss|eval_loss] [--target_log2_norm=T]
 
 Per setup (everything held fixed while η, B and D vary; the largest is the primary) it fits
@@ -47,7 +47,10 @@ _OUT = flags.DEFINE_string("out_dir", None, "Where table.csv, fits.json and the 
 _VOCAB = flags.DEFINE_integer("vocab_size", None,
                               "V for the fixed c = ln V fit (default: model.vocab_size).")
 _K = flags.DEFINE_integer("k", 7, "Points nearest the empirical minimum in each parabola fit.")
-_WINDOW = flags.DEFINE_integer("window", 1, "Logged points averaged around each horizon.")
+_WINDOW = flags.DEFINE_float(
+    "window_log2", 0.0, "Each horizon D's loss: the mean of the logged losses with tokens in "
+    "[D·2^-w, the first logged ≥ D] (0: that one point)."
+)
 _TARGET = flags.DEFINE_float("target_log2_norm", None,
                              "Norm target of Fig. 3a (default: the fitted common optimal norm).")
 _LOSS = flags.DEFINE_enum("loss", "loss", ["loss", "eval_loss"],
@@ -181,7 +184,7 @@ def _comparison_figures(table: Table, optima: list[fits_lib.Optimum], varying: l
 
 
 def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None = None, k: int = 7,
-            window: int = 1, target_log2_norm: float | None = None,
+            window_log2: float = 0.0, target_log2_norm: float | None = None,
             allow_partial: bool = False, loss_key: str = "loss",
             drop_extrapolated: bool = False, free_c: bool = False) -> dict[str, Any]:
     """The whole pipeline; returns the fits record (also written to `out_dir/fits.json`)."""
@@ -189,7 +192,7 @@ def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None 
     os.makedirs(out_dir, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SweepWarning)
-        table = _collect_all(sweep_dirs, window=window, allow_partial=allow_partial)
+        table = _collect_all(sweep_dirs, window_log2=window_log2, allow_partial=allow_partial)
     skipped = [str(w.message) for w in caught if issubclass(w.category, SweepWarning)]
     for msg in skipped:
         print(f"warning: {msg}")
@@ -209,7 +212,8 @@ def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None 
     varying = [key for key in fits_lib.GROUP_KEYS if key not in fits_lib.SWEEP_AXES
                and len({dict(s).get(key) for s in setups}) > 1]
     record: dict[str, Any] = {
-        "sweep_dirs": [os.path.relpath(d) for d in sweep_dirs], "k": k, "window": window,
+        "sweep_dirs": [os.path.relpath(d) for d in sweep_dirs], "k": k,
+        "window_log2": window_log2,
         "loss": loss_key, "vocab_size": vocab_size, "free_c": free_c,
         "drop_extrapolated": drop_extrapolated,
         "n_runs": n_runs, "n_rows": len(table),
@@ -269,7 +273,7 @@ def main(argv: list[str]) -> None:
     if not _SWEEP.value or not _OUT.value:
         raise app.UsageError("--sweep_dir and --out_dir are required.")
     analyse(_SWEEP.value, _OUT.value, vocab_size=_VOCAB.value, k=_K.value,
-            window=_WINDOW.value, target_log2_norm=_TARGET.value,
+            window_log2=_WINDOW.value, target_log2_norm=_TARGET.value,
             allow_partial=_ALLOW_PARTIAL.value, loss_key=_LOSS.value,
             drop_extrapolated=_DROP_EXTRAPOLATED.value, free_c=_FREE_C.value)
 

@@ -125,10 +125,10 @@ def _rows(n, norm_every=1, eval_every=None):
     return rows
 
 
-def test_horizon_rows_window_norm_at_or_after_and_overshoot():
+def test_horizon_rows_trailing_window_norm_at_or_after_and_overshoot():
     cfg = {"optimizer.learning_rate": 0.25, "batch_size": 8}
     # D = 2^9 = 512: first logged tokens ≥ 512 is step 6 (600 tokens).
-    (r,) = horizon_rows(cfg, _rows(10, norm_every=4, eval_every=5), horizons=[9], window=1,
+    (r,) = horizon_rows(cfg, _rows(10, norm_every=4, eval_every=5), horizons=[9],
                         max_overshoot=None)
     assert (r["step"], r["tokens"], r["loss"]) == (6, 600.0, 6.0)
     assert (r["norm_step"], r["output_norm"], r["log2_norm"]) == (8, 16.0, 4.0)  # at or after
@@ -138,12 +138,17 @@ def test_horizon_rows_window_norm_at_or_after_and_overshoot():
     assert r["loss"] == 6.0  # 600 ≤ 1.5·512, but the norm (800) and eval (1000) are too late
     assert math.isnan(r["eval_loss"]) and math.isnan(r["output_norm"])
     assert math.isnan(r["input_norm"]) and math.isnan(r["hidden_norm"])
-    (r,) = horizon_rows(cfg, _rows(10), horizons=[9], window=3)
-    assert r["loss"] == pytest.approx(6.0)  # mean of steps 5, 6, 7
-    (r,) = horizon_rows(cfg, _rows(10), horizons=[9], window=4)
-    assert r["loss"] == pytest.approx(6.5)  # steps 5..8
-    (r,) = horizon_rows(cfg, _rows(12), horizons=[10], window=5)
-    assert r["step"] == 11 and r["loss"] == pytest.approx(10.0)  # clipped at the end: 8..12
+    # Trailing windows in log2 tokens: D = 512, from 512·2^-w to step 6 (600 tokens).
+    (r,) = horizon_rows(cfg, _rows(10), horizons=[9], window_log2=0.5)
+    assert r["loss"] == pytest.approx(5.0)  # ≥ 362 tokens: steps 4, 5, 6
+    (r,) = horizon_rows(cfg, _rows(10), horizons=[9], window_log2=0.1)
+    assert r["loss"] == pytest.approx(5.5)  # ≥ 478 tokens: steps 5, 6
+    (r,) = horizon_rows(cfg, _rows(10, eval_every=2), horizons=[9], window_log2=1.0)
+    assert r["loss"] == pytest.approx(4.5) and r["eval_loss"] == pytest.approx(50.0)  # 3..6; 4, 6
+    (r,) = horizon_rows(cfg, _rows(12), horizons=[10], window_log2=0.25)
+    assert r["step"] == 11 and r["loss"] == pytest.approx(10.0)  # ≥ 861 tokens: steps 9..11
+    with pytest.raises(ValueError, match="window_log2 must be ≥ 0"):
+        horizon_rows(cfg, _rows(10), window_log2=-1.0)
     assert r["log2_lr"] == -2.0 and r["log2_B"] == 3.0
     assert horizon_rows(cfg, _rows(10), horizons=[3]) == []  # 100 tokens > 1.5·8
     # default horizons 2^7..2^9 (100..1000 tokens logged); 2^7 is dropped: 200 > 1.5·128
@@ -431,7 +436,7 @@ def test_plot_py_end_to_end(small_sweep, tmp_path):
     out = str(tmp_path / "out")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "plot.py"),
                            f"--sweep_dir={sweep}/widths,{sweep}/scales", f"--out_dir={out}",
-                           "--k=7", "--window=1"],
+                           "--k=7", "--window_log2=0"],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped (model.n_layers takes 1 value(s)" in proc.stdout  # no depth variation

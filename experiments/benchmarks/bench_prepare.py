@@ -5,11 +5,12 @@
 
 Part 1: `write_prepared` of --input (default: Shakespeare, both editions, 9.6 MB in 77 files)
 with the byte tokenizer, a SentencePiece 8k BPE and a Hugging Face `tokenizers` 32k byte-level
-BPE (both trained here on the input; --no-trained leaves them out), and of --corpus (the ≈ 60 MB "english" corpus) with the
-byte tokenizer, each with --processes=1 and 2; rounds interleave every (input, tokenizer,
-processes) case, the median is reported. MB/s = UTF-8 MB of input text / wall time
-(a fresh output directory each time). The forkserver that forks the workers is started once per
-Python process, by an untimed warm-up; its cost is printed on its own.
+BPE (both trained here on the input; --no-trained leaves them out), and of --corpus (the
+≈ 60 MB "english" corpus) with the byte tokenizer, each with --processes=1 and 2; rounds
+interleave every (input, tokenizer, processes) case, the median is reported. MB/s = UTF-8 MB
+of input text / wall time (a fresh output directory each time). The forkserver that forks
+the workers is started once per Python process, by an untimed warm-up; its cost is printed
+on its own.
 
 Part 2: ``python -m scion_jax.data.prepare`` of --corpus (the ≥ 50 MB "english" corpus) with the
 byte tokenizer, 1 and 2 processes, in a child process: wall time and peak RSS (largest of the

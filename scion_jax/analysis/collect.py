@@ -2,8 +2,10 @@
 
 PAPER.md §5: one long constant-LR run per (η, B) is evaluated at many horizons; the loss at
 horizon D is the loss at the first logged step with tokens ≥ D, optionally averaged over a
-small window of neighbouring logged points. The output norm ‖W_out‖_{RMS→∞} (§1, the x axis
-of Fig. 1a/2) is taken at the nearest logged norm step at or after that step.
+small window of neighbouring logged points: here the points back to D·2^-w (a window of w in
+log2 tokens, the same share of every horizon, and one that still exists at a run's last
+step). The output norm ‖W_out‖_{RMS→∞} (§1, the x axis of Fig. 1a/2) is taken at the
+nearest logged norm step at or after that step.
 
 A sweep directory holds one run directory per point, each with `config.json` (the run's
 config, flattened `optimizer.learning_rate` keys or nested as the trainer writes it) and
@@ -114,12 +116,13 @@ def _first_at_or_after(tokens: np.ndarray, target: float) -> int | None:
     return i if i < len(tokens) else None
 
 
-def _window_mean(values: np.ndarray, i: int, window: int) -> float:
-    """Mean of `window` neighbouring points centred on index i (clipped at the ends)."""
-    lo = max(0, i - (window - 1) // 2)
-    hi = min(len(values), lo + window)
-    lo = max(0, hi - window)
-    return float(np.mean(values[lo:hi]))
+def _trailing_mean(
+    tokens: np.ndarray, values: np.ndarray, i: int, d: float, window_log2: float
+) -> float:
+    """Mean of point i (the first at or after D = d) and the points before it with tokens
+    ≥ D·2^-window_log2."""
+    lo = int(np.searchsorted(tokens, d * 2.0**-window_log2, side="left"))
+    return float(np.mean(values[min(lo, i) : i + 1]))
 
 
 def _series(rows: list[Row], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -148,20 +151,21 @@ def horizon_rows(
     rows: list[Row],
     *,
     horizons: Iterable[int] | None = None,
-    window: int = 1,
+    window_log2: float = 0.0,
     max_overshoot: float | None = 1.5,
 ) -> Table:
     """The table rows of one run: one per horizon D = 2^k (PAPER.md §5).
 
-    For each k: the first logged step with tokens ≥ D gives `loss` (mean over `window`
-    neighbouring logged losses), `eval_loss` likewise over the eval points (NaN if none), and
+    For each k: the first logged step with tokens ≥ D gives `loss` (the mean of it and the
+    logged losses before it back to D·2^-window_log2), `eval_loss` likewise over the eval
+    points (NaN if none), and
     `output_norm` (with `input_norm`, `hidden_norm`: the mean norm of those layer groups) at
     the first norm step at or after it (NaN if none). Horizons whose first
     logged tokens exceed `max_overshoot`·D (too coarse a log) are left out; `None` keeps all.
     `horizons` defaults to every integer k with 0 < 2^k ≤ the last logged tokens.
     """
-    if window < 1:
-        raise ValueError(f"window must be ≥ 1, got {window}")
+    if not window_log2 >= 0:
+        raise ValueError(f"window_log2 must be ≥ 0, got {window_log2}")
     steps, tokens, loss = _series(rows, "loss")
     if len(tokens) == 0:
         return []
@@ -185,12 +189,12 @@ def horizon_rows(
         if i is None or (max_overshoot is not None and tokens[i] > max_overshoot * d):
             continue
         row: Row = {"log2_D": int(k), "D": d, "step": int(steps[i]), "tokens": float(tokens[i]),
-                    "loss": _window_mean(loss, i, window), "eval_loss": math.nan,
+                    "loss": _trailing_mean(tokens, loss, i, d, window_log2), "eval_loss": math.nan,
                     "output_norm": math.nan, "log2_norm": math.nan, "norm_step": math.nan,
                     "input_norm": math.nan, "hidden_norm": math.nan}
         j = _first_at_or_after(ev_tokens, d)
         if j is not None and (max_overshoot is None or ev_tokens[j] <= max_overshoot * d):
-            row["eval_loss"] = _window_mean(ev_loss, j, window)
+            row["eval_loss"] = _trailing_mean(ev_tokens, ev_loss, j, d, window_log2)
         m = int(np.searchsorted(n_steps, steps[i], side="left"))
         if m < len(n_steps) and (max_overshoot is None or n_tokens[m] <= max_overshoot * d):
             row["output_norm"] = float(norm[m])
@@ -209,7 +213,7 @@ def collect(
     sweep_dir: str,
     *,
     horizons: Iterable[int] | None = None,
-    window: int = 1,
+    window_log2: float = 0.0,
     max_overshoot: float | None = 1.5,
     allow_partial: bool = False,
 ) -> Table:
@@ -234,7 +238,7 @@ def collect(
         except RunError as e:
             warnings.warn(f"skipping run {name!r}: {e}", SweepWarning, stacklevel=2)
             continue
-        for row in horizon_rows(config, rows, horizons=hz, window=window,
+        for row in horizon_rows(config, rows, horizons=hz, window_log2=window_log2,
                                 max_overshoot=max_overshoot):
             table.append({"run": name, **row})
     return table

@@ -7,7 +7,8 @@ optimal output norm of d 128 with d 64's at the same B for every horizon D ≥ 2
 paper's Fig. 2b claim: the optimum sits at the same norm whatever the width). B is the d 64
 study's B* at 2^22–2^23; set it from the measured optimum before this runs. Set to 32 on
 2026-12-02 from the partial grid (3 η per B): B* = 16 at 2^22 and 32 at 2^23, whose held-out
-losses at 2^23 differ by 0.005; B 32 also runs faster per token.
+losses at 2^23 differ by 0.005; B 32 also runs faster per token. Norms are logged at every
+evaluation, as in `cpu_horizon_seeds.py`.
 """
 
 import importlib.util
@@ -34,8 +35,8 @@ def get_config():
     sweep.base.model.update(d_model=128, n_heads=2)
     centre = {BATCH_SIZE: horizon.CENTRE[BATCH_SIZE]}
     sweep.grid = (
-        (("batch_size", "optimizer.learning_rate", "eval_every"),
-         horizon.points_by_priority(centre, HALF_WIDTH)),
+        (("batch_size", "optimizer.learning_rate", "eval_every", "norm_every"),
+         tuple((*point, point[2]) for point in horizon.points_by_priority(centre, HALF_WIDTH))),
     )
     sweep.max_tokens = 2**23
     return sweep

@@ -36,13 +36,16 @@ from scion_jax.analysis.collect import (  # noqa: E402
     Table,
     atomic_write_text,
     collect,
+    read_table,
     write_csv,
 )
 from scion_jax.analysis.regression import LinearFit  # noqa: E402
 
 _SWEEP = flags.DEFINE_list("sweep_dir", None,
                            "Sweep directories (comma-separated), each with a run directory per "
-                           "point; analysed as one table.")
+                           "point; analysed as one table. An entry may be the table.csv of an "
+                           "earlier analysis (beside its fits.json): its rows stand in for runs "
+                           "whose raw metrics are gone, for the runs no directory has.")
 _OUT = flags.DEFINE_string("out_dir", None, "Where table.csv, fits.json and the PNGs go.")
 _VOCAB = flags.DEFINE_integer("vocab_size", None,
                               "V for the fixed c = ln V fit (default: model.vocab_size).")
@@ -152,14 +155,21 @@ VARIANT_KEYS = {"schedule.name": "schedule", "optimizer.momentum": "momentum",
                 "model.compute_dtype": "compute_dtype"}
 
 
-def _collect_all(sweep_dirs: list[str], **kwargs: Any) -> Table:
-    """One table from several sweeps; runs are named `<sweep>/<run>` when there are several."""
-    if len(sweep_dirs) == 1:
-        return collect(sweep_dirs[0], **kwargs)
+def _collect_all(sources: list[str], *, window_log2: float = 0.0,
+                 allow_partial: bool = False) -> Table:
+    """One table from several sweeps; runs are named `<sweep>/<run>` when there are several.
+    A source that is a file is an earlier analysis's table.csv (`collect.read_table`): its
+    runs are added where no sweep directory has a run of that name."""
+    kwargs = {"window_log2": window_log2, "allow_partial": allow_partial}
+    if len(sources) == 1 and not os.path.isfile(sources[0]):
+        return collect(sources[0], **kwargs)
     table = []
-    for d in sweep_dirs:
+    for d in (s for s in sources if not os.path.isfile(s)):
         prefix = os.path.basename(os.path.normpath(d))
         table += [{**r, "run": f"{prefix}/{r['run']}"} for r in collect(d, **kwargs)]
+    have = {r["run"] for r in table}
+    for path in (s for s in sources if os.path.isfile(s)):
+        table += [r for r in read_table(path, **kwargs) if r["run"] not in have]
     return table
 
 

@@ -16,7 +16,11 @@ A sweep config's ``get_config()`` returns a ConfigDict with
               `linear_decay`), named `<point>_decay_D=2^k`.
 Each point is one run directory under `<sweep_dir>/runs/`. Rerunning the command skips
 finished runs and resumes partial ones from their checkpoints; `index.json` (rewritten
-atomically by this process only) records every point and its status. Locally a branch
+atomically by this process only) records every point and its status. `--only` runs a subset
+of the points. `--record_dir` keeps every finished run's `config.json` and `metrics.jsonl`
+(what the analysis reads; no checkpoints) in a second directory laid out like the sweep
+directory, e.g. one under version control: a sweep started on a fresh machine restores its
+finished runs from there instead of running them again. Locally a branch
 starts as soon as its constant-LR run finishes; in batch modes the branches are a second
 command list / job array that waits for the first (`submit.sh`).
 """
@@ -49,6 +53,13 @@ flags.DEFINE_integer(
     "Local mode: pin each worker's runs to their own this many CPU cores (0: no pinning). "
     "Small CPU runs go faster one core each than sharing all of them "
     "(experiments/benchmarks/README.md).",
+)
+flags.DEFINE_list("only", [], "Run only these points (run names, as in index.json).")
+flags.DEFINE_string(
+    "record_dir",
+    None,
+    "Keep each finished run's config.json and metrics.jsonl in <record_dir>/runs/<name>/, and "
+    "restore finished runs from there (e.g. a directory under version control).",
 )
 flags.DEFINE_enum(
     "mode",
@@ -156,6 +167,45 @@ def is_finished(run_dir: str, steps: int) -> bool:
     return bool(rows) and rows[-1].get("step") == steps and not rows[-1].get("preempted")
 
 
+RECORDED = ("config.json", "metrics.jsonl")
+
+
+def record_run(run_dir: str, record_dir: str) -> None:
+    """Copy a finished run's RECORDED files to `record_dir` (each written atomically)."""
+    os.makedirs(record_dir, exist_ok=True)
+    for name in RECORDED:
+        with open(os.path.join(run_dir, name)) as f:
+            atomic_write_text(os.path.join(record_dir, name), f.read())
+
+
+def restore_run(record_dir: str, run_dir: str, config: dict) -> bool:
+    """Restore a finished run from its record (checked to be this point's config); False if
+    there is no finished record."""
+    if not all(os.path.isfile(os.path.join(record_dir, n)) for n in RECORDED):
+        return False
+    check_same_config(record_dir, config)
+    if not is_finished(record_dir, config["steps"]):
+        return False
+    record_run(record_dir, run_dir)
+    return True
+
+
+def select(all_points: list[tuple[str, dict, str | None]], only: list[str]) -> set[str]:
+    """The points named in `only` and their decayed branches (all points when empty). An
+    unknown name, or a branch without its constant-LR run, is an error."""
+    names = [name for name, _, _ in all_points]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise ValueError(f"--only names no point of this sweep: {unknown}; its points are "
+                         f"{names}")
+    chosen = set(only or names)
+    orphans = sorted(n for n, _, p in all_points if n in chosen and p and p not in chosen)
+    if orphans:
+        raise ValueError(f"--only names decayed branches without their constant-LR run: "
+                         f"{orphans}; name the run they branch off too")
+    return chosen | {n for n, _, p in all_points if p in chosen}
+
+
 def command(run_dir: str) -> list[str]:
     return [
         sys.executable,
@@ -230,7 +280,12 @@ def main(_):
     os.makedirs(os.path.join(sweep_dir, "runs"), exist_ok=True)
     todo, index, children = [], {}, {}
     run_dir = lambda name: os.path.join(sweep_dir, "runs", name)
-    for name, config, parent in points(_CONFIG.value):
+    record = lambda name: os.path.join(FLAGS.record_dir, "runs", name)
+    all_points = points(_CONFIG.value)
+    chosen = select(all_points, FLAGS.only)
+    for name, config, parent in all_points:
+        if name not in chosen:
+            continue
         os.makedirs(run_dir(name), exist_ok=True)
         config_path = os.path.join(run_dir(name), "config.json")
         if os.path.exists(config_path):
@@ -238,6 +293,10 @@ def main(_):
         else:
             atomic_write_text(config_path, json.dumps(config, indent=2))
         finished = is_finished(run_dir(name), config["steps"])
+        if FLAGS.record_dir and not finished:
+            finished = restore_run(record(name), run_dir(name), config)
+        elif FLAGS.record_dir:
+            record_run(run_dir(name), record(name))
         index[name] = {"steps": config["steps"], "status": "done" if finished else "todo"}
         if parent:
             index[name]["parent"] = parent
@@ -276,6 +335,8 @@ def main(_):
                 name = pending.pop(future)
                 ok = future.result() == 0 and is_finished(run_dir(name), index[name]["steps"])
                 index[name]["status"] = "done" if ok else "failed"
+                if ok and FLAGS.record_dir:
+                    record_run(run_dir(name), record(name))
                 branches = children.get(name, [])
                 if ok:
                     pending.update({launch(b): b for b in branches})

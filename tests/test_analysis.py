@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,8 @@ from scion_jax.analysis.collect import (
     column,
     horizon_rows,
     read_csv,
+    read_table,
+    to_csv_text,
     write_csv,
 )
 from scion_jax.analysis.fits import (
@@ -457,6 +460,57 @@ def test_plot_py_end_to_end(small_sweep, tmp_path):
     assert "fig2b_optima_by_width.png" in pngs and all(_is_png(os.path.join(out, p))
                                                        for p in pngs)
     assert not [f for f in os.listdir(out) if f.startswith(".")]  # no temp files left
+
+
+def test_an_earlier_table_stands_in_for_runs_whose_metrics_are_gone(small_sweep, tmp_path):
+    """A sweep whose raw runs are partly lost: the earlier analysis's table.csv supplies the
+    lost runs' rows, exactly as collecting the whole sweep gives them; the runs still on
+    disk come from disk; a different window or a run short of its steps is refused."""
+    sweep = tmp_path / "scales"
+    shutil.copytree(os.path.join(small_sweep, "scales"), sweep)
+    whole = collect(str(sweep), window_log2=0.25)
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    write_csv(whole, str(earlier / "table.csv"))
+    (earlier / "fits.json").write_text(json.dumps({"window_log2": 0.25,
+                                                   "sweep_dirs": ["old/place/scales"]}))
+    runs = sorted(os.listdir(sweep))
+    for lost in runs[::2]:
+        shutil.rmtree(sweep / lost)
+    kept = sweep / runs[1] / "metrics.jsonl"  # on disk and in the table: disk wins
+    lines = kept.read_text().splitlines(keepends=True)
+    kept.write_text("".join(lines[: len(lines) // 2]))
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "plot.py"),
+                           f"--sweep_dir={sweep},{earlier / 'table.csv'}", f"--out_dir={out}",
+                           "--window_log2=0.25", "--allow_partial"],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    merged = read_csv(str(out / "table.csv"))
+    named = lambda rows: sorted(({**r, "run": f"scales/{r['run']}"} for r in rows),
+                                key=lambda r: (r["run"], r["log2_D"]))
+    partial = collect(str(sweep), window_log2=0.25, allow_partial=True)
+    expected = named([r for r in whole if r["run"] != runs[1]]
+                     + [r for r in partial if r["run"] == runs[1]])
+    assert to_csv_text(sorted(merged, key=lambda r: (r["run"], r["log2_D"]))) == \
+        to_csv_text(expected)
+    assert len({r["log2_D"] for r in merged if r["run"] == f"scales/{runs[1]}"}) < len(
+        {r["log2_D"] for r in whole if r["run"] == runs[1]})
+
+    with pytest.raises(ValueError, match="collected with window_log2=0.25.*not the 0.0"):
+        read_table(str(earlier / "table.csv"), window_log2=0.0)
+    short = [r for r in whole if not (r["run"] == runs[0] and r["log2_D"] == max(
+        x["log2_D"] for x in whole if x["run"] == runs[0]))]
+    write_csv(short, str(earlier / "table.csv"))
+    with pytest.warns(SweepWarning, match=re.escape(f"skipping run 'scales/{runs[0]}'")):
+        rows = read_table(str(earlier / "table.csv"), window_log2=0.25)
+    assert {r["run"] for r in rows} == {f"scales/{r}" for r in runs} - {f"scales/{runs[0]}"}
+    assert {r["run"] for r in read_table(str(earlier / "table.csv"), window_log2=0.25,
+                                         allow_partial=True)} == {f"scales/{r}" for r in runs}
+    (earlier / "fits.json").unlink()
+    with pytest.raises(FileNotFoundError, match="needs the table.csv and the fits.json"):
+        read_table(str(earlier / "table.csv"), window_log2=0.25)
 
 
 def test_iso_norm_prediction_recovers_known_eta_star(table, optima):

@@ -166,3 +166,56 @@ def test_core_sets_are_disjoint_and_checked(monkeypatch):
     assert sweep.core_sets(5, 1) == [{0}, {1}, {2}, {3}, {5}]
     with pytest.raises(ValueError, match="needs 6 cores; this process may use 5"):
         sweep.core_sets(3, 2)
+
+
+def test_only_runs_a_subset_and_record_dir_restores_finished_runs(tmp_path):
+    """--only runs the named points; --record_dir keeps each finished run's config and
+    metrics, and a sweep on a fresh directory restores them instead of training again."""
+    corpus = _corpus(tmp_path)
+    config_path = tmp_path / "sweep_config.py"
+    config_path.write_text(SWEEP_CONFIG.format(corpus=str(corpus / "*.txt")))
+    record = tmp_path / "record"
+    first = _sweep(config_path, tmp_path / "a", "--only=bs=4_sched=constant",
+                   f"--record_dir={record}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "1 points, 0 finished, 1 to run." in first.stdout
+    assert os.listdir(tmp_path / "a" / "runs") == ["bs=4_sched=constant"]
+    recorded = record / "runs" / "bs=4_sched=constant"
+    assert sorted(os.listdir(recorded)) == ["config.json", "metrics.jsonl"]
+    ran = tmp_path / "a" / "runs" / "bs=4_sched=constant"
+    assert (recorded / "metrics.jsonl").read_bytes() == (ran / "metrics.jsonl").read_bytes()
+
+    second = _sweep(config_path, tmp_path / "b", f"--record_dir={record}", "--mode=commands")
+    assert "4 points, 1 finished, 3 to run." in second.stdout
+    restored = tmp_path / "b" / "runs" / "bs=4_sched=constant" / "metrics.jsonl"
+    assert restored.read_bytes() == (recorded / "metrics.jsonl").read_bytes()
+
+    unknown = _sweep(config_path, tmp_path / "c", "--only=bs=4,bs=8_sched=constant",
+                     "--mode=commands")
+    assert unknown.returncode != 0
+    assert "--only names no point of this sweep: ['bs=4']" in unknown.stderr
+
+
+def test_select_and_restore_check_their_input(tmp_path):
+    sweep = _sweep_module()
+    points = [("a", {}, None), ("a_decay", {}, "a"), ("b", {}, None)]
+    assert sweep.select(points, []) == {"a", "a_decay", "b"}
+    assert sweep.select(points, ["a"]) == {"a", "a_decay"}
+    with pytest.raises(ValueError, match=r"branches without their constant-LR run: \['a_decay'\]"):
+        sweep.select(points, ["a_decay", "b"])
+
+    config = json.loads(ml_collections.ConfigDict(
+        {**json.loads(sweep.config_lib.base_config().to_json()), "steps": 2}).to_json())
+    record, run = tmp_path / "record", tmp_path / "run"
+    run.mkdir()
+    assert not sweep.restore_run(str(record), str(run), config)  # no record
+    record.mkdir()
+    (record / "config.json").write_text(json.dumps(config))
+    (record / "metrics.jsonl").write_text('{"step": 1, "tokens": 8}\n')
+    assert not sweep.restore_run(str(record), str(run), config)  # unfinished record
+    assert not (run / "metrics.jsonl").exists()
+    (record / "metrics.jsonl").write_text('{"step": 1, "tokens": 8}\n{"step": 2, "tokens": 16}\n')
+    assert sweep.restore_run(str(record), str(run), config)
+    assert (run / "metrics.jsonl").read_text() == (record / "metrics.jsonl").read_text()
+    with pytest.raises(ValueError, match=r"different config \(steps: 2 there, 3 here\)"):
+        sweep.restore_run(str(record), str(run), {**config, "steps": 3})

@@ -23,6 +23,7 @@ from scion_jax.analysis.collect import (
     column,
     read_csv,
     read_run,
+    read_table,
     write_csv,
 )
 from scion_jax.analysis.fits import (
@@ -65,5 +66,6 @@ __all__ = [
     "optimal_norm_band",
     "read_csv",
     "read_run",
+    "read_table",
     "write_csv",
 ]

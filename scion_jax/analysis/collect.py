@@ -244,6 +244,45 @@ def collect(
     return table
 
 
+def read_table(path: str, *, window_log2: float, allow_partial: bool = False) -> Table:
+    """The rows of runs whose raw metrics are gone, from the `table.csv` an earlier analysis
+    wrote (`experiments/plot.py`), checked against the `fits.json` written beside it.
+
+    That analysis must have collected with this `window_log2` (a ValueError names both
+    otherwise). Run names get the name of the sweep they came from, `<sweep>/<run>`, as
+    `plot.py` names the runs of several sweeps. A horizon's row depends only on the run up to
+    that horizon, so a run that stopped early has the rows it reached; unless
+    `allow_partial`, such a run (its last horizon below log2 of its steps · batch_size ·
+    seq_len tokens) is left out with a `SweepWarning`.
+    """
+    fits_path = os.path.join(os.path.dirname(os.path.abspath(path)), "fits.json")
+    if not os.path.isfile(path) or not os.path.isfile(fits_path):
+        raise FileNotFoundError(f"{path!r}: a table source needs the table.csv and the fits.json "
+                                f"an analysis wrote beside it")
+    with open(fits_path) as f:
+        record = json.load(f)
+    if record.get("window_log2") != window_log2:
+        raise ValueError(f"{path!r} was collected with window_log2={record.get('window_log2')} "
+                         f"(its fits.json), not the {window_log2} asked for")
+    sweeps = record.get("sweep_dirs") or []
+    prefix = f"{os.path.basename(os.path.normpath(sweeps[0]))}/" if len(sweeps) == 1 else ""
+    runs: dict[str, Table] = {}
+    for row in read_csv(path):
+        runs.setdefault(f"{prefix}{row['run']}", []).append(row)
+    table: Table = []
+    for name, rows in runs.items():
+        r = rows[0]
+        total = r.get("steps", 0) * r.get(BATCH_KEY, 0) * r.get("seq_len", 0)
+        if not allow_partial and total > 0 and max(x["log2_D"] for x in rows) < math.floor(
+                math.log2(total)):
+            warnings.warn(f"skipping run {name!r} of {path!r}: unfinished (its last horizon "
+                          f"is 2^{max(x['log2_D'] for x in rows)}, its steps make {total} "
+                          f"tokens)", SweepWarning, stacklevel=2)
+            continue
+        table += [{**row, "run": name} for row in rows]
+    return table
+
+
 def columns(table: Sequence[Row]) -> list[str]:
     """CORE_COLUMNS present in the table, then every other key, sorted."""
     keys: set[str] = set()

@@ -27,7 +27,7 @@ import plot
 from absl import app, flags
 
 from scion_jax.analysis import figures, fits, transfer
-from scion_jax.analysis.collect import SweepWarning, atomic_write_text
+from scion_jax.analysis.collect import SweepWarning, atomic_write_text, is_table_source
 from scion_jax.analysis.predict import predict_held_out
 from scion_jax.train.metrics import read_rows
 
@@ -38,11 +38,12 @@ _KS = flags.DEFINE_list("ks", ["5", "7", "9"], "Points per parabola fit: one est
 _TOL = flags.DEFINE_float("tol", 0.3, "Plateau: every optimal log2 norm within ± this.")
 
 
-def run_times(sweep_dirs: list[str]) -> list[dict]:
+def run_times(sources: list[str], runs: set[str]) -> list[dict]:
     """Per run: tokens trained, its speed (the median of the logged tokens/s, so that a
-    paused or resumed interval does not count) and the wall time at that speed."""
+    paused or resumed interval does not count) and the wall time at that speed. Runs of the
+    table `runs` taken from a table.csv source are timed by the transfer.json beside it."""
     out = []
-    for d in sweep_dirs:
+    for d in (s for s in sources if not is_table_source(s)):
         for path in sorted(glob.glob(os.path.join(d, "**", "metrics.jsonl"), recursive=True)):
             rows = [r for r in read_rows(path) if r.get("tokens_per_s")]
             if not rows:
@@ -51,6 +52,13 @@ def run_times(sweep_dirs: list[str]) -> list[dict]:
             speed = float(np.median([r["tokens_per_s"] for r in rows]))
             out.append({"run": os.path.relpath(os.path.dirname(path), os.path.dirname(d)),
                         "tokens": tokens, "tokens_per_s": speed, "wall_s": tokens / speed})
+    for path in (s for s in sources if is_table_source(s)):
+        beside = os.path.join(os.path.dirname(path), "transfer.json")
+        if os.path.isfile(beside):
+            with open(beside) as f:
+                earlier = json.load(f).get("timing", {}).get("runs", [])
+            timed = {t["run"] for t in out}
+            out += [t for t in earlier if t["run"] in runs and t["run"] not in timed]
     return out
 
 
@@ -95,7 +103,7 @@ def main(argv: list[str]) -> None:
             "rms_log2_error": {k: float(np.sqrt(np.mean(np.square(err(k))))) if checks else None
                                for k in ("log2_eta_iso_norm", "log2_eta_power_law")}}
     record["width_check"] = transfer.width_check(table, loss_key=plot._LOSS.value)
-    times = run_times(sweep_dirs)
+    times = run_times(sweep_dirs, {r["run"] for r in table})
     total_tokens, total_wall = sum(t["tokens"] for t in times), sum(t["wall_s"] for t in times)
     record["timing"] = {"runs": times, "tokens": total_tokens, "wall_s": total_wall,
                         "tokens_per_s": total_tokens / total_wall if total_wall else None}

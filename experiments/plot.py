@@ -36,7 +36,9 @@ from scion_jax.analysis.collect import (  # noqa: E402
     Table,
     atomic_write_text,
     collect,
+    is_table_source,
     read_table,
+    run_identity,
     write_csv,
 )
 from scion_jax.analysis.regression import LinearFit  # noqa: E402
@@ -158,18 +160,35 @@ VARIANT_KEYS = {"schedule.name": "schedule", "optimizer.momentum": "momentum",
 def _collect_all(sources: list[str], *, window_log2: float = 0.0,
                  allow_partial: bool = False) -> Table:
     """One table from several sweeps; runs are named `<sweep>/<run>` when there are several.
-    A source that is a file is an earlier analysis's table.csv (`collect.read_table`): its
-    runs are added where no sweep directory has a run of that name."""
+
+    A source ending in .csv is an earlier analysis's table.csv (`collect.read_table`): its
+    runs are added where no sweep directory (nor an earlier table) has a run of the same
+    config (`run_identity`); a run on disk standing in for a table's run with more
+    horizons is reported (`SweepWarning`), and so is a sweep directory without runs.
+    """
     kwargs = {"window_log2": window_log2, "allow_partial": allow_partial}
-    if len(sources) == 1 and not os.path.isfile(sources[0]):
+    if len(sources) == 1 and not is_table_source(sources[0]):
         return collect(sources[0], **kwargs)
-    table = []
-    for d in (s for s in sources if not os.path.isfile(s)):
-        prefix = os.path.basename(os.path.normpath(d))
-        table += [{**r, "run": f"{prefix}/{r['run']}"} for r in collect(d, **kwargs)]
-    have = {r["run"] for r in table}
-    for path in (s for s in sources if os.path.isfile(s)):
-        table += [r for r in read_table(path, **kwargs) if r["run"] not in have]
+    table: Table = []
+    for source in sorted(sources, key=is_table_source):  # directories first
+        if is_table_source(source):
+            rows = read_table(source, **kwargs)
+        else:
+            prefix = os.path.basename(os.path.normpath(source))
+            rows = [{**r, "run": f"{prefix}/{r['run']}"} for r in collect(source, **kwargs)]
+            if not rows:
+                warnings.warn(f"no usable runs under {source!r}", SweepWarning, stacklevel=2)
+        have: dict[tuple, set[int]] = {}
+        for r in table:
+            have.setdefault(run_identity(r), set()).add(r["log2_D"])
+        for run in {r["run"] for r in rows}:
+            mine = [r for r in rows if r["run"] == run]
+            there = have.get(run_identity(mine[0]))
+            if there is not None and {r["log2_D"] for r in mine} - there:
+                warnings.warn(f"{source!r}: run {run!r} is also in another source, which "
+                              f"has fewer horizons (2^{max(there)} at most); that one is used",
+                              SweepWarning, stacklevel=2)
+        table += [r for r in rows if run_identity(r) not in have]
     return table
 
 

@@ -59,7 +59,8 @@ flags.DEFINE_string(
     "record_dir",
     None,
     "Keep each finished run's config.json and metrics.jsonl in <record_dir>/runs/<name>/, and "
-    "restore finished runs from there (e.g. a directory under version control).",
+    "restore finished runs from there (e.g. a directory under version control). In the batch "
+    "modes runs are recorded by the next call of this command.",
 )
 flags.DEFINE_enum(
     "mode",
@@ -142,21 +143,24 @@ def points(sweep) -> list[tuple[str, dict, str | None]]:
     return out
 
 
-def check_same_config(run_dir: str, config: dict) -> None:
-    """A run directory made by an earlier version of the sweep (different defaults or
-    grid) must not be mixed into this one: the config the run executes (its stored JSON
-    over today's defaults, as `from_json.py` loads it) must equal this point's."""
+def config_difference(run_dir: str, config: dict) -> str:
+    """How the config a run directory executes (its stored JSON over today's defaults, as
+    `from_json.py` loads it) differs from `config` (up to 4 keys), or "" if it does not."""
     with open(os.path.join(run_dir, "config.json")) as f:
         stored = config_lib.base_config()
         stored.update(json.load(f))
     stored, wanted = flatten(json.loads(stored.to_json())), flatten(config)
     differ = sorted(k for k in stored.keys() | wanted.keys() if stored.get(k) != wanted.get(k))
-    if differ:
-        shown = ", ".join(
-            f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here" for k in differ[:4]
-        )
+    return ", ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} here" for k in differ[:4])
+
+
+def check_same_config(run_dir: str, config: dict) -> None:
+    """A run directory made by an earlier version of the sweep (different defaults or
+    grid) must not be mixed into this one."""
+    difference = config_difference(run_dir, config)
+    if difference:
         raise ValueError(
-            f"{run_dir} was made with a different config ({shown}); move it out of the "
+            f"{run_dir} was made with a different config ({difference}); move it out of the "
             "sweep directory to rerun the point, or restore the sweep config it came from."
         )
 
@@ -178,16 +182,57 @@ def record_run(run_dir: str, record_dir: str) -> None:
             atomic_write_text(os.path.join(record_dir, name), f.read())
 
 
-def restore_run(record_dir: str, run_dir: str, config: dict) -> bool:
-    """Restore a finished run from its record (checked to be this point's config); False if
-    there is no finished record."""
+def finished_record(record_dir: str, config: dict) -> bool:
+    """Whether `record_dir` holds a finished run of this point (a record of another config
+    is an error: it would stand for this point in every analysis)."""
     if not all(os.path.isfile(os.path.join(record_dir, n)) for n in RECORDED):
         return False
-    check_same_config(record_dir, config)
-    if not is_finished(record_dir, config["steps"]):
-        return False
-    record_run(record_dir, run_dir)
-    return True
+    difference = config_difference(record_dir, config)
+    if difference:
+        raise ValueError(
+            f"the record {record_dir} was made with a different config ({difference}); "
+            "delete it to rerun the point, or restore the sweep config it came from."
+        )
+    return is_finished(record_dir, config["steps"])
+
+
+def prepare_runs(
+    all_points: list[tuple[str, dict, str | None]], sweep_dir: str, record_dir: str | None
+) -> dict[str, dict]:
+    """Make every point's run directory (its config.json checked or written) and return
+    the index: {name: {"steps", "status": "done" | "todo", "parent" (branches)}}.
+
+    With `record_dir`: runs finished here are recorded there; a run not finished here is
+    restored from its finished record, unless it is a constant-LR run one of whose branches
+    still has to run (the branch starts from the run's checkpoint, which a record does not
+    keep: the run is trained again).
+    """
+    run_dir = lambda name: os.path.join(sweep_dir, "runs", name)
+    record = lambda name: os.path.join(record_dir, "runs", name)
+    here, recorded = {}, {}
+    for name, config, _ in all_points:
+        os.makedirs(run_dir(name), exist_ok=True)
+        if os.path.exists(os.path.join(run_dir(name), "config.json")):
+            check_same_config(run_dir(name), config)
+        else:
+            atomic_write_text(os.path.join(run_dir(name), "config.json"),
+                              json.dumps(config, indent=2))
+        here[name] = is_finished(run_dir(name), config["steps"])
+        recorded[name] = bool(record_dir) and not here[name] and finished_record(
+            record(name), config)
+    needed = {parent for name, _, parent in all_points
+              if parent and not (here[name] or recorded[name])}
+    index = {}
+    for name, config, parent in all_points:
+        if recorded[name] and name not in needed:
+            record_run(record(name), run_dir(name))
+            here[name] = True
+        elif here[name] and record_dir:
+            record_run(run_dir(name), record(name))
+        index[name] = {"steps": config["steps"], "status": "done" if here[name] else "todo"}
+        if parent:
+            index[name]["parent"] = parent
+    return index
 
 
 def select(all_points: list[tuple[str, dict, str | None]], only: list[str]) -> set[str]:
@@ -248,11 +293,15 @@ def _run_local(run_dir: str, free_cores: queue.Queue | None) -> int:
 
 
 def _write_batch_files(sweep_dir: str, phases: dict[str, list[str]]) -> None:
-    """Per phase: `commands<phase>.txt` (one command per run) and `slurm<phase>.sh` (a job
-    array over it); and `submit.sh`, which submits each array after the previous one."""
+    """Per phase: `commands<phase>.txt` (one command per run still to run) and
+    `slurm<phase>.sh` (a job array over it); and `submit.sh`, which submits each array after
+    the previous one."""
     submit = ["#!/bin/bash", "set -e", "jid="]
     for phase, run_dirs in phases.items():
-        if not run_dirs:
+        if not run_dirs:  # nothing to run: no stale list of an earlier call either
+            for stale in (f"commands{phase}.txt", f"slurm{phase}.sh"):
+                if os.path.exists(os.path.join(sweep_dir, stale)):
+                    os.remove(os.path.join(sweep_dir, stale))
             continue
         commands = os.path.join(sweep_dir, f"commands{phase}.txt")
         lines = [" ".join(command(d)) for d in run_dirs]
@@ -278,40 +327,27 @@ def _write_batch_files(sweep_dir: str, phases: dict[str, list[str]]) -> None:
 def main(_):
     sweep_dir = os.path.abspath(FLAGS.sweep_dir)
     os.makedirs(os.path.join(sweep_dir, "runs"), exist_ok=True)
-    todo, index, children = [], {}, {}
     run_dir = lambda name: os.path.join(sweep_dir, "runs", name)
     record = lambda name: os.path.join(FLAGS.record_dir, "runs", name)
     all_points = points(_CONFIG.value)
     chosen = select(all_points, FLAGS.only)
-    for name, config, parent in all_points:
-        if name not in chosen:
-            continue
-        os.makedirs(run_dir(name), exist_ok=True)
-        config_path = os.path.join(run_dir(name), "config.json")
-        if os.path.exists(config_path):
-            check_same_config(run_dir(name), config)
-        else:
-            atomic_write_text(config_path, json.dumps(config, indent=2))
-        finished = is_finished(run_dir(name), config["steps"])
-        if FLAGS.record_dir and not finished:
-            finished = restore_run(record(name), run_dir(name), config)
-        elif FLAGS.record_dir:
-            record_run(run_dir(name), record(name))
-        index[name] = {"steps": config["steps"], "status": "done" if finished else "todo"}
-        if parent:
-            index[name]["parent"] = parent
-            children.setdefault(parent, [])
-        if not finished:
-            (children[parent] if parent else todo).append(name)
+    index = prepare_runs(all_points, sweep_dir, FLAGS.record_dir)
+    todo, children = [], {}
+    for name, point in index.items():
+        if "parent" in point:
+            children.setdefault(point["parent"], [])
+        if name in chosen and point["status"] == "todo":
+            (children[point["parent"]] if "parent" in point else todo).append(name)
     save_index = lambda: atomic_write_text(
         os.path.join(sweep_dir, "index.json"), json.dumps(index, indent=1)
     )
     save_index()
     n_todo = len(todo) + sum(map(len, children.values()))
-    print(f"{len(index)} points, {len(index) - n_todo} finished, {n_todo} to run.")
+    n_done = sum(p["status"] == "done" for p in index.values())
+    only = f" (--only: {len(chosen)} of them)" if FLAGS.only else ""
+    print(f"{len(index)} points{only}, {n_done} finished, {n_todo} to run.")
     if FLAGS.mode != "local":
-        phases = {"": [n for n, p in index.items() if "parent" not in p],
-                  "_branches": [n for n, p in index.items() if "parent" in p]}
+        phases = {"": todo, "_branches": [b for bs in children.values() for b in bs]}
         _write_batch_files(sweep_dir, {k: [run_dir(n) for n in v] for k, v in phases.items()})
         print(f"wrote the command lists, SLURM arrays and submit.sh in {sweep_dir}")
         return

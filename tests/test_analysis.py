@@ -465,7 +465,9 @@ def test_plot_py_end_to_end(small_sweep, tmp_path):
 def test_an_earlier_table_stands_in_for_runs_whose_metrics_are_gone(small_sweep, tmp_path):
     """A sweep whose raw runs are partly lost: the earlier analysis's table.csv supplies the
     lost runs' rows, exactly as collecting the whole sweep gives them; the runs still on
-    disk come from disk; a different window or a run short of its steps is refused."""
+    disk come from disk whatever their directory is called now (matched by config, not
+    name); a different window, a run short of its steps or a directory without runs is
+    refused or reported."""
     sweep = tmp_path / "scales"
     shutil.copytree(os.path.join(small_sweep, "scales"), sweep)
     whole = collect(str(sweep), window_log2=0.25)
@@ -480,34 +482,44 @@ def test_an_earlier_table_stands_in_for_runs_whose_metrics_are_gone(small_sweep,
     kept = sweep / runs[1] / "metrics.jsonl"  # on disk and in the table: disk wins
     lines = kept.read_text().splitlines(keepends=True)
     kept.write_text("".join(lines[: len(lines) // 2]))
+    renamed = tmp_path / "renamed"
+    sweep.rename(renamed)
+    (tmp_path / "empty").mkdir()
 
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "plot.py"),
-                           f"--sweep_dir={sweep},{earlier / 'table.csv'}", f"--out_dir={out}",
-                           "--window_log2=0.25", "--allow_partial"],
+                           f"--sweep_dir={earlier / 'table.csv'},{renamed},{tmp_path / 'empty'}",
+                           f"--out_dir={out}", "--window_log2=0.25", "--allow_partial"],
                           capture_output=True, text=True, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"no usable runs under '{tmp_path / 'empty'}'" in proc.stdout + proc.stderr
+    assert f"run 'scales/{runs[1]}' is also in another source, which has fewer" in \
+        proc.stdout + proc.stderr
     merged = read_csv(str(out / "table.csv"))
-    named = lambda rows: sorted(({**r, "run": f"scales/{r['run']}"} for r in rows),
-                                key=lambda r: (r["run"], r["log2_D"]))
-    partial = collect(str(sweep), window_log2=0.25, allow_partial=True)
-    expected = named([r for r in whole if r["run"] != runs[1]]
-                     + [r for r in partial if r["run"] == runs[1]])
-    assert to_csv_text(sorted(merged, key=lambda r: (r["run"], r["log2_D"]))) == \
-        to_csv_text(expected)
-    assert len({r["log2_D"] for r in merged if r["run"] == f"scales/{runs[1]}"}) < len(
-        {r["log2_D"] for r in whole if r["run"] == runs[1]})
+    key = lambda r: (r["run"].split("/", 1)[1], r["log2_D"])
+    partial = collect(str(renamed), window_log2=0.25, allow_partial=True)
+    expected = sorted([r for r in whole if r["run"] not in runs[1::2]] + partial,
+                      key=lambda r: (r["run"], r["log2_D"]))
+    assert to_csv_text([{**r, "run": "/"} for r in sorted(merged, key=key)]) == \
+        to_csv_text([{**r, "run": "/"} for r in expected])
+    named = {r["run"] for r in merged}
+    assert named == {f"scales/{r}" for r in runs[::2]} | {f"renamed/{r}" for r in runs[1::2]}
 
+    # The table of an analysis of a table alone has its names already prefixed.
+    (earlier / "fits.json").write_text(json.dumps({"window_log2": 0.25,
+                                                   "sweep_dirs": ["a/table.csv"]}))
+    assert {r["run"] for r in read_table(str(earlier / "table.csv"), window_log2=0.25)} == set(
+        runs)
     with pytest.raises(ValueError, match="collected with window_log2=0.25.*not the 0.0"):
         read_table(str(earlier / "table.csv"), window_log2=0.0)
     short = [r for r in whole if not (r["run"] == runs[0] and r["log2_D"] == max(
         x["log2_D"] for x in whole if x["run"] == runs[0]))]
     write_csv(short, str(earlier / "table.csv"))
-    with pytest.warns(SweepWarning, match=re.escape(f"skipping run 'scales/{runs[0]}'")):
+    with pytest.warns(SweepWarning, match=re.escape(f"skipping run '{runs[0]}'")):
         rows = read_table(str(earlier / "table.csv"), window_log2=0.25)
-    assert {r["run"] for r in rows} == {f"scales/{r}" for r in runs} - {f"scales/{runs[0]}"}
+    assert {r["run"] for r in rows} == set(runs) - {runs[0]}
     assert {r["run"] for r in read_table(str(earlier / "table.csv"), window_log2=0.25,
-                                         allow_partial=True)} == {f"scales/{r}" for r in runs}
+                                         allow_partial=True)} == set(runs)
     (earlier / "fits.json").unlink()
     with pytest.raises(FileNotFoundError, match="needs the table.csv and the fits.json"):
         read_table(str(earlier / "table.csv"), window_log2=0.25)

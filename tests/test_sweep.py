@@ -79,9 +79,9 @@ def test_sweep_runs_records_failures_and_resumes(tmp_path):
     second = _sweep(config_path, sweep_dir, "--mode=slurm")
     assert "4 points, 2 finished, 2 to run." in second.stdout
     assert metrics.stat().st_mtime_ns == before  # finished runs are not touched
-    commands = (sweep_dir / "commands.txt").read_text().splitlines()
-    assert len(commands) == 4 and all("from_json.py:" in c for c in commands)
-    assert "#SBATCH --array=0-3" in (sweep_dir / "slurm.sh").read_text()
+    commands = (sweep_dir / "commands.txt").read_text().splitlines()  # the unfinished two
+    assert len(commands) == 2 and all("from_json.py:" in c and "bogus" in c for c in commands)
+    assert "#SBATCH --array=0-1" in (sweep_dir / "slurm.sh").read_text()
 
     changed = tmp_path / "changed_config.py"
     changed.write_text(SWEEP_CONFIG.format(corpus=str(corpus / "*.txt")).replace(
@@ -154,7 +154,15 @@ def test_decayed_branches_start_from_their_constant_run(tmp_path):
 
     batch = _sweep(config_path, sweep_dir, "--mode=commands")
     assert "3 points, 3 finished, 0 to run." in batch.stdout
-    assert len((sweep_dir / "commands_branches.txt").read_text().splitlines()) == 2
+    assert not (sweep_dir / "commands.txt").exists()  # nothing to run
+    (runs / "lr=0.1" / "metrics.jsonl").unlink()
+    (runs / "lr=0.1_decay_D=2^11" / "metrics.jsonl").unlink()
+    batch = _sweep(config_path, sweep_dir, "--mode=commands")
+    assert "3 points, 1 finished, 2 to run." in batch.stdout
+    first = (sweep_dir / "commands.txt").read_text().splitlines()
+    assert len(first) == 1 and first[0].endswith("--workdir=" + str(runs / "lr=0.1"))
+    branches = (sweep_dir / "commands_branches.txt").read_text().splitlines()
+    assert len(branches) == 1 and "lr=0.1_decay_D=2^11" in branches[0]
     submit = (sweep_dir / "submit.sh").read_text()
     assert "--dependency=afterok:$jid" in submit and "slurm_branches.sh" in submit
 
@@ -178,17 +186,24 @@ def test_only_runs_a_subset_and_record_dir_restores_finished_runs(tmp_path):
     first = _sweep(config_path, tmp_path / "a", "--only=bs=4_sched=constant",
                    f"--record_dir={record}")
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "1 points, 0 finished, 1 to run." in first.stdout
-    assert os.listdir(tmp_path / "a" / "runs") == ["bs=4_sched=constant"]
+    assert "4 points (--only: 1 of them), 0 finished, 1 to run." in first.stdout
+    ran = tmp_path / "a" / "runs"
+    assert [d for d in os.listdir(ran) if (ran / d / "metrics.jsonl").exists()] == [
+        "bs=4_sched=constant"]
+    index = json.loads((tmp_path / "a" / "index.json").read_text())
+    assert len(index) == 4 and index["bs=4_sched=constant"]["status"] == "done"
     recorded = record / "runs" / "bs=4_sched=constant"
+    assert sorted(os.listdir(record / "runs")) == ["bs=4_sched=constant"]
     assert sorted(os.listdir(recorded)) == ["config.json", "metrics.jsonl"]
-    ran = tmp_path / "a" / "runs" / "bs=4_sched=constant"
-    assert (recorded / "metrics.jsonl").read_bytes() == (ran / "metrics.jsonl").read_bytes()
+    metrics = (ran / "bs=4_sched=constant" / "metrics.jsonl").read_bytes()
+    assert (recorded / "metrics.jsonl").read_bytes() == metrics
 
     second = _sweep(config_path, tmp_path / "b", f"--record_dir={record}", "--mode=commands")
     assert "4 points, 1 finished, 3 to run." in second.stdout
-    restored = tmp_path / "b" / "runs" / "bs=4_sched=constant" / "metrics.jsonl"
-    assert restored.read_bytes() == (recorded / "metrics.jsonl").read_bytes()
+    restored = tmp_path / "b" / "runs" / "bs=4_sched=constant"
+    assert (restored / "metrics.jsonl").read_bytes() == metrics
+    commands = (tmp_path / "b" / "commands.txt").read_text()
+    assert len(commands.splitlines()) == 3 and str(restored) not in commands  # not retrained
 
     unknown = _sweep(config_path, tmp_path / "c", "--only=bs=4,bs=8_sched=constant",
                      "--mode=commands")
@@ -196,7 +211,14 @@ def test_only_runs_a_subset_and_record_dir_restores_finished_runs(tmp_path):
     assert "--only names no point of this sweep: ['bs=4']" in unknown.stderr
 
 
-def test_select_and_restore_check_their_input(tmp_path):
+def _fake_run(directory, config, last_step):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "tokens": 8 * s}) + "\n" for s in range(1, last_step + 1)))
+
+
+def test_select_and_prepare_runs_with_a_record(tmp_path):
     sweep = _sweep_module()
     points = [("a", {}, None), ("a_decay", {}, "a"), ("b", {}, None)]
     assert sweep.select(points, []) == {"a", "a_decay", "b"}
@@ -204,18 +226,30 @@ def test_select_and_restore_check_their_input(tmp_path):
     with pytest.raises(ValueError, match=r"branches without their constant-LR run: \['a_decay'\]"):
         sweep.select(points, ["a_decay", "b"])
 
-    config = json.loads(ml_collections.ConfigDict(
-        {**json.loads(sweep.config_lib.base_config().to_json()), "steps": 2}).to_json())
-    record, run = tmp_path / "record", tmp_path / "run"
-    run.mkdir()
-    assert not sweep.restore_run(str(record), str(run), config)  # no record
-    record.mkdir()
-    (record / "config.json").write_text(json.dumps(config))
-    (record / "metrics.jsonl").write_text('{"step": 1, "tokens": 8}\n')
-    assert not sweep.restore_run(str(record), str(run), config)  # unfinished record
-    assert not (run / "metrics.jsonl").exists()
-    (record / "metrics.jsonl").write_text('{"step": 1, "tokens": 8}\n{"step": 2, "tokens": 16}\n')
-    assert sweep.restore_run(str(record), str(run), config)
-    assert (run / "metrics.jsonl").read_text() == (record / "metrics.jsonl").read_text()
-    with pytest.raises(ValueError, match=r"different config \(steps: 2 there, 3 here\)"):
-        sweep.restore_run(str(record), str(run), {**config, "steps": 3})
+    base = json.loads(sweep.config_lib.base_config().to_json())
+    run, branch = {**base, "steps": 4}, {**base, "steps": 2, "seed": 1}
+    points = [("a", run, None), ("a_decay", branch, "a"), ("b", {**run, "seed": 2}, None)]
+    record, sweep_dir = tmp_path / "record", tmp_path / "sweep"
+    _fake_run(record / "runs" / "a", run, 4)
+    _fake_run(record / "runs" / "b", {**run, "seed": 2}, 3)  # unfinished: not restored
+    index = sweep.prepare_runs(points, str(sweep_dir), str(record))
+    # "a" is recorded, but its branch still has to start from a's checkpoint: a runs again.
+    assert {n: p["status"] for n, p in index.items()} == {"a": "todo", "a_decay": "todo",
+                                                           "b": "todo"}
+    assert not (sweep_dir / "runs" / "a" / "metrics.jsonl").exists()
+    _fake_run(record / "runs" / "a_decay", branch, 2)
+    index = sweep.prepare_runs(points, str(sweep_dir), str(record))
+    assert {n: p["status"] for n, p in index.items()} == {"a": "done", "a_decay": "done",
+                                                           "b": "todo"}
+    assert index["a_decay"]["parent"] == "a"
+    for name in ("a", "a_decay"):
+        assert (sweep_dir / "runs" / name / "metrics.jsonl").read_text() == (
+            record / "runs" / name / "metrics.jsonl").read_text()
+    _fake_run(sweep_dir / "runs" / "b", {**run, "seed": 2}, 4)  # finished here: recorded
+    assert sweep.prepare_runs(points, str(sweep_dir), str(record))["b"]["status"] == "done"
+    assert (record / "runs" / "b" / "metrics.jsonl").read_text().count("\n") == 4
+
+    _fake_run(record / "runs" / "c", {**run, "steps": 3}, 3)
+    with pytest.raises(ValueError, match=r"the record .*c was made with a different config "
+                                         r"\(steps: 3 there, 4 here\); delete it"):
+        sweep.prepare_runs([("c", run, None)], str(sweep_dir), str(record))

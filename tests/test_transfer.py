@@ -93,3 +93,28 @@ def test_longest_plateau():
     assert levelling["centre"] == pytest.approx(6.275)
     broken = transfer.longest_plateau(_rows([6.0, 6.1, 6.0, 6.1], [True, True, False, True]))
     assert broken["n"] == 2
+
+
+def test_run_times_come_from_metrics_and_from_beside_a_table_source(tmp_path):
+    """Runs on disk are timed from their logged tokens/s; runs taken from a table.csv by
+    the transfer.json beside it (only those in the analysed table, disk runs first)."""
+    run = tmp_path / "sweep" / "x"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 1, "tokens": 100, "tokens_per_s": 10.0},
+        {"step": 2, "tokens": 200, "tokens_per_s": 30.0},
+        {"step": 3, "tokens": 300, "tokens_per_s": 20.0}]))
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    timed = [{"run": n, "tokens": 8, "tokens_per_s": 4.0, "wall_s": 2.0}
+             for n in ("s/a", "s/b", "sweep/x")]
+    (earlier / "transfer.json").write_text(json.dumps({"timing": {"runs": timed}}))
+    code = (f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'experiments')!r}); "
+            f"import json, horizon_study as h; print(json.dumps(h.run_times("
+            f"[{str(earlier / 'table.csv')!r}, {str(tmp_path / 'sweep')!r}], "
+            f"{{'s/a', 'sweep/x'}})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == [
+        {"run": "sweep/x", "tokens": 300, "tokens_per_s": 20.0, "wall_s": 15.0}, timed[0]]

@@ -244,16 +244,29 @@ def collect(
     return table
 
 
+def is_table_source(path: str) -> bool:
+    """Whether an analysis source is a table.csv (`read_table`) rather than a sweep
+    directory."""
+    return path.endswith(".csv")
+
+
+def run_identity(row: Row) -> tuple:
+    """What a run is: its config, the row's columns other than the run name and
+    CORE_COLUMNS (empty values left out, as a CSV round trip drops them)."""
+    return tuple(sorted((k, v) for k, v in row.items()
+                        if k != "run" and k not in CORE_COLUMNS and v not in (None, "")))
+
+
 def read_table(path: str, *, window_log2: float, allow_partial: bool = False) -> Table:
     """The rows of runs whose raw metrics are gone, from the `table.csv` an earlier analysis
     wrote (`experiments/plot.py`), checked against the `fits.json` written beside it.
 
     That analysis must have collected with this `window_log2` (a ValueError names both
-    otherwise). Run names get the name of the sweep they came from, `<sweep>/<run>`, as
-    `plot.py` names the runs of several sweeps. A horizon's row depends only on the run up to
-    that horizon, so a run that stopped early has the rows it reached; unless
-    `allow_partial`, such a run (its last horizon below log2 of its steps · batch_size ·
-    seq_len tokens) is left out with a `SweepWarning`.
+    otherwise). Where it read one sweep directory, run names get that directory's name,
+    `<sweep>/<run>`, as `plot.py` names the runs of several sources; otherwise they are
+    kept. A run that stopped early (its last horizon below log2 of its steps · batch_size ·
+    seq_len tokens) is left out with a `SweepWarning` unless `allow_partial`: its last
+    row may lack the held-out loss or norm that a later evaluation would have given.
     """
     fits_path = os.path.join(os.path.dirname(os.path.abspath(path)), "fits.json")
     if not os.path.isfile(path) or not os.path.isfile(fits_path):
@@ -264,20 +277,23 @@ def read_table(path: str, *, window_log2: float, allow_partial: bool = False) ->
     if record.get("window_log2") != window_log2:
         raise ValueError(f"{path!r} was collected with window_log2={record.get('window_log2')} "
                          f"(its fits.json), not the {window_log2} asked for")
-    sweeps = record.get("sweep_dirs") or []
-    prefix = f"{os.path.basename(os.path.normpath(sweeps[0]))}/" if len(sweeps) == 1 else ""
+    sources = record.get("sweep_dirs") or []
+    prefix = (f"{os.path.basename(os.path.normpath(sources[0]))}/"
+              if len(sources) == 1 and not is_table_source(sources[0]) else "")
     runs: dict[str, Table] = {}
-    for row in read_csv(path):
+    for i, row in enumerate(read_csv(path)):
+        if "run" not in row or not isinstance(row.get("log2_D"), int):
+            raise ValueError(f"{path!r} row {i + 2}: no run name or integer log2_D; not a "
+                             f"table written by plot.py")
         runs.setdefault(f"{prefix}{row['run']}", []).append(row)
     table: Table = []
     for name, rows in runs.items():
-        r = rows[0]
+        r, last = rows[0], max(x["log2_D"] for x in rows)
         total = r.get("steps", 0) * r.get(BATCH_KEY, 0) * r.get("seq_len", 0)
-        if not allow_partial and total > 0 and max(x["log2_D"] for x in rows) < math.floor(
-                math.log2(total)):
+        if not allow_partial and total > 0 and last < math.floor(math.log2(total)):
             warnings.warn(f"skipping run {name!r} of {path!r}: unfinished (its last horizon "
-                          f"is 2^{max(x['log2_D'] for x in rows)}, its steps make {total} "
-                          f"tokens)", SweepWarning, stacklevel=2)
+                          f"is 2^{last}, its steps make {total} tokens)", SweepWarning,
+                          stacklevel=2)
             continue
         table += [{**row, "run": name} for row in rows]
     return table
@@ -360,8 +376,9 @@ def _parse(s: str) -> Any:
 
 
 def read_csv(path: str) -> Table:
-    """A table written by `write_csv` (numbers and booleans parsed back, empty cells → absent)."""
+    """A table written by `write_csv` (numbers and booleans parsed back, the run name kept
+    as text, empty cells → absent)."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        return [{k: v for k, v in ((k, _parse(s)) for k, s in r.items()) if v is not None}
-                for r in reader]
+        return [{k: v for k, v in ((k, s if k == "run" else _parse(s)) for k, s in r.items())
+                 if v not in (None, "")} for r in reader]

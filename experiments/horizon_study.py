@@ -29,6 +29,7 @@ from absl import app, flags
 from scion_jax.analysis import figures, fits, transfer
 from scion_jax.analysis.collect import SweepWarning, atomic_write_text, is_table_source
 from scion_jax.analysis.predict import predict_held_out
+from scion_jax.analysis.regression import line_fit
 from scion_jax.train.metrics import read_rows
 
 _MIN_D = flags.DEFINE_float("min_log2_D", 17, "The shortest horizon reported.")
@@ -90,6 +91,9 @@ def main(argv: list[str]) -> None:
     record = {"sweep_dirs": sweep_dirs, "ks": ks, "tol": _TOL.value, "horizons": rows,
               "plateau": plateau,
               "verdict": "constant" if plateau["n"] >= 3 else "not constant"}
+    # The trend over all horizons: optimal log2 norm per doubling of D (0 if it transfers).
+    record["trend"] = _fit_record(plot._try("trend", lambda: line_fit(
+        [r["log2_D"] for r in rows], [r["x_star"] for r in rows], slope="per_doubling")))
     scaling = plot._try("B*(D), η*(D)", lambda: fits.fit_horizon_scaling(primary))
     record["horizon_scaling"] = (
         scaling if "error" in scaling else {k: _fit_record(v) for k, v in scaling.items()})
@@ -125,6 +129,10 @@ def _print_report(record: dict) -> None:
     if p["n"]:
         print(f"\nlongest plateau within ±{record['tol']:g}: {p['n']} horizons, "
               f"2^{p['start']:g}…2^{p['end']:g}, centre {p['centre']:.2f} → {record['verdict']}")
+    trend = record["trend"]
+    if "error" not in trend and trend["se"]["per_doubling"] is not None:
+        print(f"trend over every horizon: {trend['per_doubling']:+.2f} ± "
+              f"{trend['se']['per_doubling']:.2f} in log2 norm per doubling of D")
     check = record.get("predict_check")
     if check:
         rms = check["rms_log2_error"]

@@ -45,6 +45,8 @@ def test_horizon_study_cli_reports_the_plateau_and_the_held_out_check(sweep_dir,
     assert set(record["horizon_scaling"]) == {"b_star", "eta_star"}
     assert (out / "fig2a_norm_transfer.png").stat().st_size > 0
     assert "longest plateau within ±0.3: 7 horizons" in run.stdout
+    assert abs(record["trend"]["per_doubling"]) < 0.05  # the synthetic optimal norm is fixed
+    assert "trend over every horizon: " in run.stdout
 
 
 def test_optimal_norm_at_b_star_is_the_truth_at_every_horizon(table, tmp_path):
@@ -93,6 +95,8 @@ def test_longest_plateau():
     assert levelling["centre"] == pytest.approx(6.275)
     broken = transfer.longest_plateau(_rows([6.0, 6.1, 6.0, 6.1], [True, True, False, True]))
     assert broken["n"] == 2
+    steps = transfer.longest_plateau(_rows([4.7, 5.25, 5.77, 5.75, 6.19, 6.55, 6.65]))
+    assert (steps["start"], steps["end"]) == (21, 23)  # two of 3: the later one
 
 
 def test_run_times_come_from_metrics_and_from_beside_a_table_source(tmp_path):

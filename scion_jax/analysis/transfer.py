@@ -79,7 +79,8 @@ def horizon_estimates(table: Sequence[Row], *, ks: Sequence[int] = (5, 7, 9),
 
 def longest_plateau(rows: Sequence[dict], *, tol: float = 0.3) -> dict[str, Any]:
     """The longest run of consecutive horizons whose optimal log2 norms all lie within ±tol
-    of one value (max − min ≤ 2·tol): ``start`` / ``end`` log2 D, ``n`` horizons, ``centre``.
+    of one value (max − min ≤ 2·tol): ``start`` / ``end`` log2 D, ``n`` horizons, ``centre``;
+    of equally long runs the one at the longest horizons (where the claim is tested).
     An extrapolated optimum (``in_range`` False) ends a run: its norm is not measured.
     """
     best = {"start": math.nan, "end": math.nan, "n": 0, "centre": math.nan}
@@ -89,7 +90,7 @@ def longest_plateau(rows: Sequence[dict], *, tol: float = 0.3) -> dict[str, Any]
             window = xs[i : j + 1]
             if not rows[j].get("in_range", True) or max(window) - min(window) > 2 * tol:
                 break
-            if j - i + 1 > best["n"]:
+            if j - i + 1 >= best["n"]:
                 best = {"start": rows[i]["log2_D"], "end": rows[j]["log2_D"], "n": j - i + 1,
                         "centre": (max(window) + min(window)) / 2}
     return best

@@ -59,7 +59,9 @@ def test_sweep_runs_records_failures_and_resumes(tmp_path):
     config_path.write_text(SWEEP_CONFIG.format(corpus=str(corpus / "*.txt")))
     sweep_dir = tmp_path / "sweep"
 
-    first = _sweep(config_path, sweep_dir, "--cpus_per_run=1")  # each worker on its own core
+    record = tmp_path / "record"
+    first = _sweep(config_path, sweep_dir, "--cpus_per_run=1",  # each worker on its own core
+                   f"--record_dir={record}")
     assert first.returncode == 1, first.stderr[-2000:]  # the two "bogus" points fail
     index = json.loads((sweep_dir / "index.json").read_text())
     assert {n: p["status"] for n, p in index.items()} == {
@@ -94,6 +96,25 @@ def test_sweep_runs_records_failures_and_resumes(tmp_path):
         "base.seq_len, base.eval_batches, base.eval_sequences = 32, 1, 8"))
     fourth = _sweep(changed, sweep_dir, "--mode=commands")  # a key the stored config lacks
     assert "(eval_sequences: 0 there, 8 here)" in fourth.stderr
+
+    # --record_dir kept the finished runs' config and metrics (no checkpoints); a sweep on a
+    # fresh directory restores them instead of training again. --only runs a subset.
+    assert sorted(os.listdir(record / "runs")) == ["bs=4_sched=constant", "bs=8_sched=constant"]
+    kept = record / "runs" / "bs=4_sched=constant"
+    assert sorted(os.listdir(kept)) == ["config.json", "metrics.jsonl"]
+    assert (kept / "metrics.jsonl").read_bytes() == metrics.read_bytes()
+    fresh = tmp_path / "fresh"
+    fifth = _sweep(config_path, fresh, f"--record_dir={record}", "--mode=commands",
+                   "--only=bs=4_sched=constant,bs=4_sched=bogus")
+    assert "4 points (--only: 2 of them), 2 finished, 1 to run." in fifth.stdout
+    restored = fresh / "runs" / "bs=4_sched=constant" / "metrics.jsonl"
+    assert restored.read_bytes() == metrics.read_bytes()
+    commands = (fresh / "commands.txt").read_text().splitlines()  # not retrained
+    assert len(commands) == 1 and commands[0].endswith("runs/bs=4_sched=bogus")
+    assert json.loads((fresh / "index.json").read_text()).keys() == index.keys()
+    unknown = _sweep(config_path, fresh, "--only=bs=4,bs=8_sched=constant", "--mode=commands")
+    assert unknown.returncode != 0
+    assert "--only names no point of this sweep: ['bs=4']" in unknown.stderr
 
 
 def _load(name, path):
@@ -174,41 +195,6 @@ def test_core_sets_are_disjoint_and_checked(monkeypatch):
     assert sweep.core_sets(5, 1) == [{0}, {1}, {2}, {3}, {5}]
     with pytest.raises(ValueError, match="needs 6 cores; this process may use 5"):
         sweep.core_sets(3, 2)
-
-
-def test_only_runs_a_subset_and_record_dir_restores_finished_runs(tmp_path):
-    """--only runs the named points; --record_dir keeps each finished run's config and
-    metrics, and a sweep on a fresh directory restores them instead of training again."""
-    corpus = _corpus(tmp_path)
-    config_path = tmp_path / "sweep_config.py"
-    config_path.write_text(SWEEP_CONFIG.format(corpus=str(corpus / "*.txt")))
-    record = tmp_path / "record"
-    first = _sweep(config_path, tmp_path / "a", "--only=bs=4_sched=constant",
-                   f"--record_dir={record}")
-    assert first.returncode == 0, first.stderr[-2000:]
-    assert "4 points (--only: 1 of them), 0 finished, 1 to run." in first.stdout
-    ran = tmp_path / "a" / "runs"
-    assert [d for d in os.listdir(ran) if (ran / d / "metrics.jsonl").exists()] == [
-        "bs=4_sched=constant"]
-    index = json.loads((tmp_path / "a" / "index.json").read_text())
-    assert len(index) == 4 and index["bs=4_sched=constant"]["status"] == "done"
-    recorded = record / "runs" / "bs=4_sched=constant"
-    assert sorted(os.listdir(record / "runs")) == ["bs=4_sched=constant"]
-    assert sorted(os.listdir(recorded)) == ["config.json", "metrics.jsonl"]
-    metrics = (ran / "bs=4_sched=constant" / "metrics.jsonl").read_bytes()
-    assert (recorded / "metrics.jsonl").read_bytes() == metrics
-
-    second = _sweep(config_path, tmp_path / "b", f"--record_dir={record}", "--mode=commands")
-    assert "4 points, 1 finished, 3 to run." in second.stdout
-    restored = tmp_path / "b" / "runs" / "bs=4_sched=constant"
-    assert (restored / "metrics.jsonl").read_bytes() == metrics
-    commands = (tmp_path / "b" / "commands.txt").read_text()
-    assert len(commands.splitlines()) == 3 and str(restored) not in commands  # not retrained
-
-    unknown = _sweep(config_path, tmp_path / "c", "--only=bs=4,bs=8_sched=constant",
-                     "--mode=commands")
-    assert unknown.returncode != 0
-    assert "--only names no point of this sweep: ['bs=4']" in unknown.stderr
 
 
 def _fake_run(directory, config, last_step):

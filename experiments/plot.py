@@ -181,8 +181,10 @@ def _collect_all(sources: list[str], *, window_log2: float = 0.0,
         have: dict[tuple, set[int]] = {}
         for r in table:
             have.setdefault(run_identity(r), set()).add(r["log2_D"])
-        for run in {r["run"] for r in rows}:
-            mine = [r for r in rows if r["run"] == run]
+        by_run: dict[str, Table] = {}
+        for r in rows:
+            by_run.setdefault(r["run"], []).append(r)
+        for run, mine in by_run.items():
             there = have.get(run_identity(mine[0]))
             if there is not None and {r["log2_D"] for r in mine} - there:
                 warnings.warn(f"{source!r}: run {run!r} is also in another source, which "

@@ -84,9 +84,10 @@ def main(argv: list[str]) -> None:
     ks = [int(k) for k in _KS.value]
     rows = transfer.horizon_estimates(table, ks=ks, loss_key=plot._LOSS.value)
     plateau = transfer.longest_plateau(rows, tol=_TOL.value)
-    optima = fits.fit_optima(table, k=plot._K.value, loss_key=plot._LOSS.value)
+    base = transfer.base_seed_table(table)  # one fit per (setup, B, D): the base seed's runs
+    optima = fits.fit_optima(base, k=plot._K.value, loss_key=plot._LOSS.value)
     primary = next(iter(fits.by_setup(optima).values()), [])
-    primary_rows = figures.in_setup(table, primary[0].setup) if primary else []
+    primary_rows = figures.in_setup(base, primary[0].setup) if primary else []
 
     record = {"sweep_dirs": sweep_dirs, "ks": ks, "tol": _TOL.value, "horizons": rows,
               "plateau": plateau,
@@ -106,7 +107,7 @@ def main(argv: list[str]) -> None:
             "fit_max_log2_D": _FIT_MAX_D.value, "rows": checks,
             "rms_log2_error": {k: float(np.sqrt(np.mean(np.square(err(k))))) if checks else None
                                for k in ("log2_eta_iso_norm", "log2_eta_power_law")}}
-    record["width_check"] = transfer.width_check(table, loss_key=plot._LOSS.value)
+    record["width_check"] = transfer.width_check(base, k=plot._K.value, loss_key=plot._LOSS.value)
     times = run_times(sweep_dirs, {r["run"] for r in table})
     total_tokens, total_wall = sum(t["tokens"] for t in times), sum(t["wall_s"] for t in times)
     record["timing"] = {"runs": times, "tokens": total_tokens, "wall_s": total_wall,
@@ -139,6 +140,10 @@ def _print_report(record: dict) -> None:
         print(f"η* beyond 2^{check['fit_max_log2_D']:g}: RMS log2 error iso-norm "
               f"{rms['log2_eta_iso_norm']:.2f}, power law {rms['log2_eta_power_law']:.2f} "
               f"({len(check['rows'])} optima)")
+    for w in record["width_check"]:
+        widths = {k: v for k, v in w.items() if k not in ("log2_D", "batch_size")}
+        print(f"width check at D = 2^{w['log2_D']:g}, B {w['batch_size']:g}: optimal log2 norm "
+              + ", ".join(f"{v:.2f} (d_model {d})" for d, v in sorted(widths.items())))
     t = record["timing"]
     if t["wall_s"]:
         print(f"{len(t['runs'])} runs, {t['tokens'] / 1e6:.0f}M tokens in "

@@ -29,7 +29,7 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scion_jax.analysis import figures  # noqa: E402
+from scion_jax.analysis import figures, transfer  # noqa: E402
 from scion_jax.analysis import fits as fits_lib  # noqa: E402
 from scion_jax.analysis.collect import (  # noqa: E402
     SweepWarning,
@@ -230,8 +230,14 @@ def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None 
     if not table:
         raise SystemExit(f"No usable runs under {', '.join(sweep_dirs)}.")
     write_csv(table, os.path.join(out_dir, "table.csv"))
-    n_runs = len({r["run"] for r in table})
-    print(f"{n_runs} runs, {len(table)} rows → {os.path.join(out_dir, 'table.csv')}")
+    n_runs, n_rows = len({r["run"] for r in table}), len(table)
+    print(f"{n_runs} runs, {n_rows} rows → {os.path.join(out_dir, 'table.csv')}")
+    seeds = sorted({r.get(transfer.SEED_KEY) for r in table}, key=lambda s: (s is None, s))
+    table = transfer.base_seed_table(table)  # other seeds: horizon_study.py's error bars
+    if len(seeds) > 1:
+        print(f"fits and figures use seed {seeds[0]}'s runs; seeds {seeds[1:]} (their "
+              f"{n_runs - len({r['run'] for r in table})} runs) give error bars in "
+              "horizon_study.py")
 
     optima = fits_lib.fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key,
                                  free_c=free_c)
@@ -247,7 +253,8 @@ def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None 
         "window_log2": window_log2,
         "loss": loss_key, "vocab_size": vocab_size, "free_c": free_c,
         "drop_extrapolated": drop_extrapolated,
-        "n_runs": n_runs, "n_rows": len(table),
+        "n_runs": n_runs, "n_rows": n_rows,
+        "seeds": {"fitted": seeds[0], "other": seeds[1:]},
         "skipped_runs": skipped, "varying": varying, "setups": [],
     }
     for setup, opts in setups.items():

@@ -122,3 +122,64 @@ def test_run_times_come_from_metrics_and_from_beside_a_table_source(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == [
         {"run": "sweep/x", "tokens": 300, "tokens_per_s": 20.0, "wall_s": 15.0}, timed[0]]
+
+
+def _with_seed(src, dst, seed, batch_sizes=None, tilt=0.0):
+    """Copies of `src`'s runs (those at `batch_sizes`) with config seed `seed`, their losses
+    raised by `tilt`·log2 η (which moves every optimum to smaller η)."""
+    for name in sorted(os.listdir(src)):
+        with open(os.path.join(src, name, "config.json")) as f:
+            cfg = json.load(f)
+        if batch_sizes and cfg["batch_size"] not in batch_sizes:
+            continue
+        cfg["seed"] = seed
+        tilt_lr = tilt * math.log2(cfg["optimizer.learning_rate"])
+        os.makedirs(os.path.join(dst, name))
+        with open(os.path.join(dst, name, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        with open(os.path.join(src, name, "metrics.jsonl")) as f:
+            rows = [json.loads(line) for line in f]
+        for r in rows[1:]:
+            for key in ("loss", "eval_loss"):
+                if key in r:
+                    r[key] += tilt_lr
+        with open(os.path.join(dst, name, "metrics.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def test_point_fits_and_the_width_check_use_the_base_seed_only(tmp_path):
+    """A second seed repeating some runs changes the error bars, never the one fit per
+    (setup, B, D): B*(D), η*(D), the global fit, fits.json and the width check are those of
+    the base seed alone. The width check compares d_model 256 and 512 at every (D, B),
+    where the synthetic optimal norm is the same."""
+    widths = tmp_path / "widths"
+    make_sweep(str(widths), log2_lrs=tuple(np.arange(-12.0, 0.01, 0.5)),
+               batch_sizes=(32, 64, 128), widths=(256, 512), max_log2_tokens=29)
+    _with_seed(widths, tmp_path / "s0", 0)
+    _with_seed(widths, tmp_path / "s1", 1, batch_sizes=(64,), tilt=0.05)
+    records = {}
+    for name, dirs in (("alone", "s0"), ("both", "s0,s1")):
+        out = tmp_path / name
+        run = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "experiments", "horizon_study.py"),
+             "--sweep_dir=" + ",".join(str(tmp_path / d) for d in dirs.split(",")),
+             f"--out_dir={out}", "--min_log2_D=24", "--fit_max_log2_D=27"],
+            capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        records[name] = (json.loads((out / "transfer.json").read_text()),
+                         json.loads((out / "fits.json").read_text()), run.stdout)
+    (alone, fits_alone, _), (both, fits_both, stdout) = records["alone"], records["both"]
+    for key in ("horizon_scaling", "global", "predict_check", "width_check"):
+        assert both[key] == alone[key], key
+    assert fits_both["setups"] == fits_alone["setups"]
+    assert fits_both["seeds"] == {"fitted": 0, "other": [1]}
+    assert fits_both["n_runs"] == fits_alone["n_runs"] + 50  # seed 1's runs are in table.csv
+    assert any(a["x_hi"] - a["x_lo"] > b["x_hi"] - b["x_lo"] + 0.05
+               for a, b in zip(both["horizons"], alone["horizons"], strict=True))
+    checked = both["width_check"]
+    assert {(w["log2_D"], w["batch_size"]) for w in checked} == {
+        (d, b) for d in range(24, 30) for b in (32, 64, 128)}
+    for w in checked:
+        truth = Truth().x_star(math.log2(w["batch_size"]), w["log2_D"])
+        assert abs(w["256"] - truth) < 0.2 and abs(w["512"] - truth) < 0.2, w
+    assert "width check at D = 2^29, B 64: optimal log2 norm " in stdout

@@ -40,6 +40,13 @@ def seed_tables(table: Sequence[Row]) -> dict[Any, list[Row]]:
     return out
 
 
+def base_seed_table(table: Sequence[Row]) -> list[Row]:
+    """The lowest seed's rows: what one fit per (setup, B, D) is made from. Studies repeat
+    only the runs near each optimum with other seeds; pooling those repeats into the fits
+    would weigh the B that were repeated more, so other seeds give error bars only."""
+    return next(iter(seed_tables(table).values())) if table else []
+
+
 def horizon_estimates(table: Sequence[Row], *, ks: Sequence[int] = (5, 7, 9),
                       vocab_size: int | None = None, loss_key: str = "loss") -> list[dict]:
     """Per horizon D of the primary setup (the one with the most optima): B*(D), the optimal
@@ -96,11 +103,11 @@ def longest_plateau(rows: Sequence[dict], *, tol: float = 0.3) -> dict[str, Any]
     return best
 
 
-def width_check(table: Sequence[Row], key: str = "model.d_model", *,
+def width_check(table: Sequence[Row], key: str = "model.d_model", *, k: int = 7,
                 vocab_size: int | None = None, loss_key: str = "loss") -> list[dict]:
     """Optimal log2 norms of every setup that differs from the primary in `key` only, at the
     (B, D) both have fitted: [{log2_D, batch_size, key value: x*, …}], for Fig. 2b checks."""
-    optima = fit_optima(table, vocab_size=vocab_size, loss_key=loss_key)
+    optima = fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key)
     setups = by_setup(optima)
     if not setups:
         return []

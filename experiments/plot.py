@@ -9,7 +9,9 @@ the per-(D, B) optima (PAPER.md §5), the global η* law (Fig. 3b), B*(D) and η
 the first-reach law (Fig. 3a); across setups the LR-scale ranking (Fig. 4), setups that
 differ in one variant (LR decay, momentum, weight decay, optimizer, precision) side by side
 (Fig. 8), and layer norms under weight decay against 1/λ (Fig. 9). Figures the
-data cannot support (e.g. one width only → no Fig. 2b) are skipped with a message. Every
+data cannot support (e.g. one width only → no Fig. 2b) are skipped with a message. With
+runs of several seeds, the fits and figures use the lowest seed's (table.csv keeps them all;
+`horizon_study.py` turns the others into error bars). Every
 output is written to a temp file and moved into place, so a kill never leaves half a file.
 Needs numpy and matplotlib only (no jax).
 """

@@ -234,8 +234,9 @@ def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None 
     write_csv(table, os.path.join(out_dir, "table.csv"))
     n_runs, n_rows = len({r["run"] for r in table}), len(table)
     print(f"{n_runs} runs, {n_rows} rows → {os.path.join(out_dir, 'table.csv')}")
-    seeds = sorted({r.get(transfer.SEED_KEY) for r in table}, key=lambda s: (s is None, s))
-    table = transfer.base_seed_table(table)  # other seeds: horizon_study.py's error bars
+    tables = transfer.seed_tables(table)  # lowest seed first
+    seeds = list(tables)
+    table = tables[seeds[0]]  # one fit per (setup, B, D); other seeds give error bars
     if len(seeds) > 1:
         print(f"fits and figures use seed {seeds[0]}'s runs; seeds {seeds[1:]} (their "
               f"{n_runs - len({r['run'] for r in table})} runs) give error bars in "

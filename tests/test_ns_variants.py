@@ -106,12 +106,14 @@ def test_gram_only_where_cheaper():
 
 # (preset, steps, preconditioning, gram, band, min cosine) in bf16 on condition number 2
 # (test_lmo's presets at 5 steps: muon (0.65, 1.15), 0.98; polar_express (0.85, 1.15), 0.995).
+# Polar Express with Gram restarts reaches σ_max 1.1602 where the CPU has bf16 dot hardware
+# (AVX-512-BF16 / AMX; below 1.16 where XLA:CPU emulates bf16 dots in fp32): hence 1.17.
 BF16_CASES = [
     ("muon", 5, "frobenius", True, (0.65, 1.15), 0.98),
-    ("polar_express", 5, "frobenius", True, (0.85, 1.16), 0.993),
+    ("polar_express", 5, "frobenius", True, (0.85, 1.17), 0.993),
     ("muon", 4, "aol", False, (0.65, 1.15), 0.98),  # AOL: one step fewer
     ("muon", 4, "aol", True, (0.65, 1.15), 0.98),
-    ("polar_express", 5, "aol", True, (0.85, 1.16), 0.993),
+    ("polar_express", 5, "aol", True, (0.85, 1.17), 0.993),
 ]
 
 

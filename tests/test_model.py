@@ -258,3 +258,47 @@ def test_sharded_forward_matches_unsharded(scan):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
     for leaf, sharding in zip(jax.tree.leaves(placed), jax.tree.leaves(shardings), strict=True):
         assert leaf.sharding == sharding
+
+
+def test_low_precision_matmul_is_a_bf16_matmul_with_bf16_gradients():
+    """Forward and both gradients are a bf16 matmul's: the exact (float64) product of the
+    bf16 operands rounded to bf16, the cotangent taken in bf16; and they match JAX's own
+    differentiation of the plain bf16 einsum (what Dense computed before) to one bf16 ulp."""
+    from scion_jax.model.layers import low_precision_matmul
+
+    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (3, 40, 96), jnp.float32).astype(jnp.bfloat16)
+    w = (jax.random.normal(kw, (96, 48), jnp.float32) / 10).astype(jnp.bfloat16)
+    g = jax.random.normal(kg, (3, 40, 48), jnp.float32).astype(jnp.bfloat16)
+    y, vjp = jax.vjp(low_precision_matmul, x, w)
+    dx, dw = vjp(g)
+    assert y.dtype == dx.dtype == dw.dtype == jnp.bfloat16
+
+    x64, w64, g64 = (np.asarray(a, np.float64) for a in (x, w, g))
+    bf16 = lambda a: np.asarray(a, np.float64).astype(jnp.bfloat16).astype(np.float64)  # noqa: E731
+    ulp = 2.0**-7  # one bf16 ulp, relative (8 bits of mantissa)
+    for got, exact in ((y, x64 @ w64), (dx, g64 @ w64.T), (dw, np.einsum("bti,bto->io", x64, g64))):
+        got = np.asarray(got, np.float64)
+        np.testing.assert_allclose(got, bf16(exact), rtol=ulp, atol=1e-30)
+        assert np.mean(got == bf16(exact)) > 0.99  # rounded once, from an fp32 sum
+
+    plain = lambda x, w: jnp.einsum("...i,io->...o", x, w)  # noqa: E731
+    y_ref, vjp_ref = jax.vjp(plain, x, w)
+    for got, ref in zip((y, *vjp(g)), (y_ref, *vjp_ref(g))):
+        np.testing.assert_allclose(
+            np.asarray(got, np.float64), np.asarray(ref, np.float64), rtol=ulp, atol=1e-30
+        )
+
+
+def test_rope_tables_are_the_rotation():
+    """RoPE with host-computed tables equals the rotation by t · θ^(-2i/D) in float64."""
+    from scion_jax.model.layers import rope
+
+    b, t, h, d, theta = 2, 48, 3, 16, 10_000.0
+    x = jax.random.normal(jax.random.key(2), (b, t, h, d), jnp.float32)
+    angles = np.arange(t)[:, None] * theta ** (-np.arange(0, d // 2) * 2.0 / d)[None, :]
+    sin, cos = np.sin(angles)[:, None, :], np.cos(angles)[:, None, :]
+    x1, x2 = np.split(np.asarray(x, np.float64), 2, axis=-1)
+    want = np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    np.testing.assert_allclose(rope(x, theta), want, atol=2e-5)
+    np.testing.assert_allclose(jax.jit(rope, static_argnums=1)(x, theta), want, atol=2e-5)

@@ -1,7 +1,7 @@
 """Training throughput (tokens/s), MFU and the optimizer's share of the step, on CPU.
 
     python experiments/benchmarks/bench_train.py [--widths=128,256,512 --torch]
-        [--compute_dtype=float32]
+        [--compute_dtype=float32] [--attention=blockwise]
 
 For each width (4 layers, head_dim 64, seq 256, batch 16, vocab 256 — TARGETS.md):
 tokens/s of the jitted train step with scion and with adamw, MFU = model FLOPs
@@ -46,6 +46,9 @@ flags.DEFINE_enum(
     ["bfloat16", "float32"],
     "JAX activations' dtype (parameters fp32); the PyTorch baseline computes in float32.",
 )
+flags.DEFINE_enum(
+    "attention", None, ["xla", "einsum", "blockwise"], "model.attention (default: the config's)."
+)
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement (median reported).")
 flags.DEFINE_bool("torch", True, "Also time PyTorch (torch.compile + Scion) in a child process.")
 flags.DEFINE_integer("torch_child", 0, "Internal: time PyTorch at this width and print tokens/s.")
@@ -86,6 +89,8 @@ def _config(width: int, optimizer: str):
         vocab_size=256,
         compute_dtype=FLAGS.compute_dtype,
     )
+    if FLAGS.attention:
+        c.model.attention = FLAGS.attention
     c.optimizer.name = optimizer
     c.optimizer.learning_rate = 2.0**-6 if optimizer == "scion" else 1e-3
     return c

@@ -6,10 +6,12 @@ in the ``logical_axes`` metadata field (read by `scion_jax.model.sharding`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from scion_jax.model.config import ModelConfig
@@ -75,12 +77,41 @@ class Dense(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dt = self.compute_dtype
-        return jnp.einsum(
-            "...i,io->...o",
-            x.astype(dt),
-            self.kernel[...].astype(dt),
-            preferred_element_type=self.out_dtype,
-        )
+        x, kernel = x.astype(dt), self.kernel[...].astype(dt)
+        if self.out_dtype is None and jnp.dtype(dt) != jnp.float32:
+            return low_precision_matmul(x, kernel)
+        return jnp.einsum("...i,io->...o", x, kernel, preferred_element_type=self.out_dtype)
+
+
+@jax.custom_vjp
+def low_precision_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """``x [..., i] @ kernel [i, o]`` for low-precision (bf16) operands: fp32 accumulation,
+    the result rounded to the operands' dtype — a plain bf16 matmul's numbers.
+
+    Written so that the forward and both backward matmuls each take bf16 operands and
+    accumulate in fp32 (the cotangent of a bf16 output is bf16). JAX's own transpose of a
+    bf16-output dot is a bf16-output dot, which XLA:CPU runs by upcasting to fp32; asked
+    for fp32 accumulation it runs bf16 natively (AVX-512-BF16 / AMX): 1.2–1.4× the CPU train
+    step at d 64–256 (experiments/benchmarks/README.md). Accelerators compute the same.
+    """
+    return _matmul_f32_acc("...i,io->...o", x, kernel)
+
+
+def _matmul_f32_acc(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(a.dtype)
+
+
+def _low_precision_matmul_fwd(x, kernel):
+    return low_precision_matmul(x, kernel), (x, kernel)
+
+
+def _low_precision_matmul_bwd(residuals, g):
+    x, kernel = residuals
+    g = g.astype(x.dtype)
+    return _matmul_f32_acc("...o,io->...i", g, kernel), _matmul_f32_acc("...i,...o->io", x, g)
+
+
+low_precision_matmul.defvjp(_low_precision_matmul_fwd, _low_precision_matmul_bwd)
 
 
 class Embed(nnx.Module):
@@ -95,12 +126,23 @@ class Embed(nnx.Module):
         return jnp.take(self.embedding[...], tokens, axis=0)
 
 
+@functools.lru_cache(maxsize=16)
+def _rope_tables(t: int, d: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """(sin, cos) ``float32 [T, 1, D/2]`` of the angles t · θ^(-2i/D), as host constants."""
+    freqs = theta ** (-np.arange(0, d // 2, dtype=np.float32) * np.float32(2.0 / d))
+    angles = np.arange(t, dtype=np.float32)[:, None] * freqs[None, :]
+    return (np.sin(angles)[:, None, :].astype(np.float32),
+            np.cos(angles)[:, None, :].astype(np.float32))
+
+
 def rope(x: jax.Array, theta: float) -> jax.Array:
-    """Rotary position embedding of ``x [B, T, H, D]`` (half-split pairing, positions 0..T-1)."""
-    t, d = x.shape[1], x.shape[-1]
-    freqs = theta ** (-jnp.arange(0, d // 2, dtype=jnp.float32) * 2.0 / d)
-    angles = jnp.arange(t, dtype=jnp.float32)[:, None] * freqs[None, :]  # [T, D/2]
-    sin, cos = jnp.sin(angles)[:, None, :], jnp.cos(angles)[:, None, :]  # [T, 1, D/2]
+    """Rotary position embedding of ``x [B, T, H, D]`` (half-split pairing, positions 0..T-1).
+
+    The sin / cos tables are trace-time constants: computed in-graph, XLA fuses them into
+    the rotation and evaluates sin and cos once per element of x (per batch row and head),
+    which was ≈ 6% of the CPU train step at d 128.
+    """
+    sin, cos = _rope_tables(x.shape[1], x.shape[-1], float(theta))
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)

@@ -93,6 +93,23 @@ def test_attention_implementations_and_gqa_agree():
     assert _params(model)["layers/0/attn/k/kernel"].shape == (64, 32)
 
 
+def test_auto_attention_is_blockwise_on_cpu():
+    """The default, "auto", is "blockwise" on the CPU (bitwise) and another name for
+    "xla" elsewhere; an unknown implementation is refused with the valid choices."""
+    assert ModelConfig().attention == "auto" and jax.default_backend() == "cpu"
+    tokens = _tokens()
+    logits = {}
+    for impl in ("auto", "blockwise", "xla"):
+        model = init_model(TINY.replace(attention=impl, compute_dtype=jnp.bfloat16),
+                           jax.random.key(0))
+        logits[impl] = np.asarray(model(tokens))
+    np.testing.assert_array_equal(logits["auto"], logits["blockwise"])
+    assert not np.array_equal(logits["auto"], logits["xla"])  # a different bf16 rounding
+    np.testing.assert_allclose(logits["auto"], logits["xla"], atol=0.05)
+    with pytest.raises(ValueError, match="attention='flash'; valid: auto, xla"):
+        TINY.replace(attention="flash")
+
+
 def test_norm_everywhere_and_pre_ln_differ_and_both_train():
     every = init_model(TINY.replace(learnable_norm=True), jax.random.key(0))
     pre = init_model(TINY.replace(learnable_norm=True, norm_everywhere=False), jax.random.key(0))

@@ -1,5 +1,6 @@
 """Causal attention choices: "xla" / "cudnn" / "einsum" (`layers.causal_attention`, T×T
-scores) and "blockwise", a flash-style attention in plain JAX with O(T·block) memory.
+scores), "blockwise", a flash-style attention in plain JAX with O(T·block) memory, and
+"auto" (the default: "blockwise" on CPU, where it is also the fastest, "xla" elsewhere).
 
 Blockwise (Dao et al. 2022, FlashAttention-2's loop order): queries and keys/values are cut
 into blocks of `block` positions; for each query block an online softmax runs over the
@@ -20,20 +21,22 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from scion_jax.model.config import ATTENTION
 from scion_jax.model.layers import causal_attention
-
-IMPLEMENTATIONS = ("xla", "einsum", "cudnn", "blockwise")
 
 
 def attention(
     q: jax.Array, k: jax.Array, v: jax.Array, implementation: str, block: int = 512
 ) -> jax.Array:
     """Causal GQA attention ``q [B, T, H, D], k/v [B, T, K, D] -> [B, T, H, D]`` by
-    `implementation` (one of `IMPLEMENTATIONS`); `block` is used by "blockwise" only."""
+    `implementation` (one of `ATTENTION`; "auto": "blockwise" on CPU, "xla" elsewhere);
+    `block` is used by "blockwise" only."""
+    if implementation not in ATTENTION:
+        raise ValueError(f"attention={implementation!r}; valid: {', '.join(ATTENTION)}.")
+    if implementation == "auto":
+        implementation = "blockwise" if jax.default_backend() == "cpu" else "xla"
     if implementation == "blockwise":
         return blockwise_attention(q, k, v, block)
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"attention={implementation!r}; valid: {', '.join(IMPLEMENTATIONS)}.")
     return causal_attention(q, k, v, implementation)
 
 

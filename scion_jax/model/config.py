@@ -15,6 +15,8 @@ from typing import Any
 import jax.numpy as jnp
 
 REMAT = ("none", "block", "dots")
+# `ModelConfig.attention` choices (`scion_jax.model.attention.attention`).
+ATTENTION = ("auto", "xla", "einsum", "cudnn", "blockwise")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +38,13 @@ class ModelConfig:
         standard pre-LN (pre-attention, pre-MLP and final norms only).
       learnable_norm: give every RMSNorm a learnable scale (the paper's norms have none).
       scan_layers: store blocks stacked ``[L, ...]`` and run them with ``nnx.scan``.
-      attention: "xla" (``jax.nn.dot_product_attention``; measured 3-7% faster than "einsum"
-        on the 2-core CPU at d=128), "einsum" (explicit, fp32 softmax), "cudnn" (the fused
-        GPU kernel), or "blockwise" (flash-style online softmax in plain JAX, O(T·block)
-        memory; `scion_jax.model.attention`).
+      attention: "auto" ("blockwise" on CPU, "xla" elsewhere), "xla"
+        (``jax.nn.dot_product_attention``, which picks cuDNN's fused kernel on GPUs where it
+        applies), "einsum" (explicit, fp32 softmax), "cudnn" (the fused GPU kernel), or
+        "blockwise" (flash-style online softmax in plain JAX with a custom VJP, O(T·block)
+        memory; `scion_jax.model.attention`). On CPU "blockwise" is also the fastest: its
+        matmuls, forward and backward, take bf16 operands with fp32 accumulation, which
+        XLA:CPU runs natively (experiments/benchmarks/README.md).
       attention_block: query / key block length of "blockwise" attention.
       remat: what the backward pass recomputes (`jax.checkpoint` per block): "none" keeps
         every activation, "block" only each block's input, "dots" the outputs of the weight
@@ -62,7 +67,7 @@ class ModelConfig:
     norm_everywhere: bool = True
     learnable_norm: bool = False
     scan_layers: bool = False
-    attention: str = "xla"
+    attention: str = "auto"
     attention_block: int = 512
     remat: str = "none"
     param_dtype: Any = jnp.float32
@@ -81,10 +86,9 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim, got {self.head_dim}.")
-        if self.attention not in ("einsum", "xla", "cudnn", "blockwise"):
+        if self.attention not in ATTENTION:
             raise ValueError(
-                "attention must be 'einsum', 'xla', 'cudnn' or 'blockwise'; "
-                f"got {self.attention!r}."
+                f"attention={self.attention!r}; valid: {', '.join(ATTENTION)}."
             )
         if self.attention_block < 1:
             raise ValueError(

@@ -91,7 +91,7 @@ def low_precision_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     Written so that the forward and both backward matmuls each take bf16 operands and
     accumulate in fp32 (the cotangent of a bf16 output is bf16). JAX's own transpose of a
     bf16-output dot is a bf16-output dot, which XLA:CPU runs by upcasting to fp32; asked
-    for fp32 accumulation it runs bf16 natively (AVX-512-BF16 / AMX): 1.2–1.4× the CPU train
+    for fp32 accumulation it runs bf16 natively (AVX-512-BF16 / AMX): 1.1–1.4× the CPU train
     step at d 64–256 (experiments/benchmarks/README.md). Accelerators compute the same.
     """
     return _matmul_f32_acc("...i,io->...o", x, kernel)

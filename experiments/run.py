@@ -27,6 +27,9 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
+    from scion_jax import xla_cpu
+
+    xla_cpu.set_flags()  # before JAX starts its backend
     import jax
 
     if not FLAGS["verbosity"].present:

@@ -29,6 +29,7 @@ import numpy as np
 from absl import app, flags
 from flax import nnx
 
+from scion_jax import xla_cpu
 from scion_jax.model import init_model, model_flops_per_token
 from scion_jax.train.config import base_config
 from scion_jax.train.metrics import norm_logger
@@ -200,6 +201,7 @@ def _torch_in_child(width: int) -> float | None:
 
 
 def main(_):
+    xla_cpu.set_flags()  # the project's XLA:CPU options, as experiments/run.py sets them
     if FLAGS.torch_child:
         print(torch_tokens_per_s(FLAGS.torch_child))
         return

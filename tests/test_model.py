@@ -319,3 +319,40 @@ def test_rope_tables_are_the_rotation():
     want = np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     np.testing.assert_allclose(rope(x, theta), want, atol=2e-5)
     np.testing.assert_allclose(jax.jit(rope, static_argnums=1)(x, theta), want, atol=2e-5)
+
+
+def test_low_precision_matmul_gradients_on_an_explicit_mesh():
+    """With Explicit mesh axes and the batch sharded, the gradients contract sharded axes:
+    they take their primals' shardings (as JAX's own transposes do) and are the float64
+    gradients rounded to bf16 (the kernel's summed over devices in fp32: the plain bf16
+    einsum's, summed in bf16, is off by up to 2 bf16 ulps there)."""
+    from jax.sharding import AxisType, PartitionSpec
+
+    from scion_jax.model.layers import low_precision_matmul
+
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(AxisType.Explicit,))
+    with jax.set_mesh(mesh):
+        x = jax.device_put(
+            jax.random.normal(jax.random.key(0), (8, 16, 32)).astype(jnp.bfloat16),
+            NamedSharding(mesh, PartitionSpec("data")),
+        )
+        w = jax.device_put(
+            jax.random.normal(jax.random.key(1), (32, 24)).astype(jnp.bfloat16),
+            NamedSharding(mesh, PartitionSpec()),
+        )
+
+        def grads(matmul):
+            f = lambda x, w: matmul(x, w).astype(jnp.float32).sum()  # noqa: E731
+            return jax.jit(jax.grad(f, argnums=(0, 1)))(x, w)
+
+        got = grads(low_precision_matmul)
+        plain = grads(lambda x, w: jnp.einsum("...i,io->...o", x, w))
+    x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    exact = (  # d/dx and d/dw of sum(x @ w)
+        np.broadcast_to(w64.sum(1), x64.shape),
+        np.broadcast_to(x64.sum((0, 1))[:, None], w64.shape),
+    )
+    for g, p, want, primal in zip(got, plain, exact, (x, w), strict=True):
+        assert jax.typeof(g).sharding.spec == jax.typeof(primal).sharding.spec
+        assert jax.typeof(p).sharding.spec == jax.typeof(primal).sharding.spec
+        np.testing.assert_allclose(np.asarray(g, np.float64), want, rtol=2.0**-7, atol=1e-30)

@@ -97,8 +97,17 @@ def low_precision_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _matmul_f32_acc("...i,io->...o", x, kernel)
 
 
-def _matmul_f32_acc(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32).astype(a.dtype)
+def _matmul_f32_acc(spec: str, a: jax.Array, b: jax.Array, like: jax.Array | None = None):
+    """einsum(spec, a, b) accumulated in fp32, rounded to a's dtype; on a mesh with Explicit
+    axes the result takes `like`'s sharding (a gradient's: its primal's), as JAX's own
+    transpose rules do where contracted axes are sharded."""
+    sharding = None
+    if like is not None:
+        s = jax.typeof(like).sharding
+        if any(t == jax.sharding.AxisType.Explicit for t in s.mesh.axis_types):
+            sharding = s
+    out = jnp.einsum(spec, a, b, preferred_element_type=jnp.float32, out_sharding=sharding)
+    return out.astype(a.dtype)
 
 
 def _low_precision_matmul_fwd(x, kernel):
@@ -108,7 +117,8 @@ def _low_precision_matmul_fwd(x, kernel):
 def _low_precision_matmul_bwd(residuals, g):
     x, kernel = residuals
     g = g.astype(x.dtype)
-    return _matmul_f32_acc("...o,io->...i", g, kernel), _matmul_f32_acc("...i,...o->io", x, g)
+    dx = _matmul_f32_acc("...o,io->...i", g, kernel, like=x)
+    return dx, _matmul_f32_acc("...i,...o->io", x, g, like=kernel)
 
 
 low_precision_matmul.defvjp(_low_precision_matmul_fwd, _low_precision_matmul_bwd)

@@ -9,8 +9,9 @@ tokens/s of the jitted train step with scion and with adamw, MFU = model FLOPs
 optimizer's share = 1 − t(forward+backward only) / t(full step), and the cost of the
 trainer's norm log every 16 steps relative to those steps (target ≤ 3%): every layer's
 parameter norm (exact SVD) and per-group summaries ("norms"), and that plus the update's
-norms and the parameter copy they need ("+updates", the trainer's default); the step and
-both logs are timed in interleaved rounds.
+norms and the parameter copy they need ("+updates", the trainer's default). Tokens/s come
+from consecutive steps (as PyTorch's are timed); the logs' cost from rounds that interleave
+the step and both logs. Sets the project's XLA:CPU options first (`scion_jax.xla_cpu`).
 With --torch, the same architecture in PyTorch (torch.compile'd model, Scion step) at each
 width, timed in a child process, for the ratio ours / PyTorch measured in the same run. The
 PyTorch model computes in float32 (its Newton–Schulz in bf16, as ours); ours computes in

@@ -13,10 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from scion_jax.model.config import ModelConfig
 
 EPS = 1e-6
+# `checkpoint_name` of a low-precision Dense output (`transformer.REMAT_POLICIES["dots"]`).
+DENSE_OUTPUT = "dense_output"
 
 
 def rms_norm(x: jax.Array, scale: jax.Array | None = None, eps: float = EPS) -> jax.Array:
@@ -79,7 +82,8 @@ class Dense(nnx.Module):
         dt = self.compute_dtype
         x, kernel = x.astype(dt), self.kernel[...].astype(dt)
         if self.out_dtype is None and jnp.dtype(dt) != jnp.float32:
-            return low_precision_matmul(x, kernel)
+            # Named, as remat="dots" saves weight-matmul outputs and sees no dot in here.
+            return checkpoint_name(low_precision_matmul(x, kernel), DENSE_OUTPUT)
         return jnp.einsum("...i,io->...o", x, kernel, preferred_element_type=self.out_dtype)
 
 

@@ -21,6 +21,7 @@ from scion_jax.init import init_params
 from scion_jax.model.attention import attention
 from scion_jax.model.config import ModelConfig
 from scion_jax.model.layers import (
+    DENSE_OUTPUT,
     Dense,
     Embed,
     apply_norm,
@@ -148,7 +149,13 @@ class Transformer(nnx.Module):
 
 
 # `ModelConfig.remat` -> `jax.checkpoint` policy (None: save only the block's input).
-REMAT_POLICIES = {"block": None, "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+REMAT_POLICIES = {
+    "block": None,
+    "dots": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names(DENSE_OUTPUT),
+    ),
+}
 
 
 def _apply_block(block: Block, x: jax.Array) -> jax.Array:

@@ -20,12 +20,17 @@ FLAGS = (("xla_cpu_experimental_ynn_fusion_type", "-reduce"),)
 TESTED_JAXLIB = ((0, 10),)
 
 
+def jaxlib_release() -> tuple[int, int]:
+    """(major, minor) of the installed jaxlib."""
+    major, minor = importlib.metadata.version("jaxlib").split(".")[:2]
+    return int(major), int(minor)
+
+
 def set_flags() -> list[str]:
     """Adds `FLAGS` to the XLA_FLAGS environment variable, each unless the user set that
     option; returns the entries added. XLA reads XLA_FLAGS when JAX first starts a backend,
     so call this before the first computation. Adds nothing on an untested jaxlib."""
-    release = tuple(int(p) for p in importlib.metadata.version("jaxlib").split(".")[:2])
-    if release not in TESTED_JAXLIB:
+    if jaxlib_release() not in TESTED_JAXLIB:
         return []
     current = os.environ.get("XLA_FLAGS", "")
     added = [f"--{name}={value}" for name, value in FLAGS if f"--{name}=" not in current]

@@ -31,14 +31,18 @@ EVAL_TOKENS = 2**17
 SEQ_LEN = cpu_study_config().seq_len
 
 
+def point(b: int, log2_lr: float) -> tuple:
+    """(B, η, eval_every): batch B at η = 2^log2_lr, evaluated every EVAL_TOKENS tokens."""
+    return b, 2.0**log2_lr, EVAL_TOKENS // (b * SEQ_LEN)
+
+
 def points_by_priority(centre: dict[int, float], half_width: int) -> tuple:
-    """(B, η, eval_every) triples: every B's centre, then ±1 step for every B, then ±2, …;
-    each B evaluates every EVAL_TOKENS tokens."""
+    """`point`s: every B's centre, then ±1 step for every B, then ±2, …"""
     out = []
     for ring in range(half_width + 1):
         for b, c in centre.items():
             for offset in sorted({-ring, ring}):
-                out.append((b, 2.0 ** (c + offset / 2), EVAL_TOKENS // (b * SEQ_LEN)))
+                out.append(point(b, c + offset / 2))
     return tuple(out)
 
 

@@ -36,8 +36,8 @@ def get_config():
     sweep.base = horizon.base()
     sweep.base.seed = 1
     points = horizon.points_by_priority(horizon.CENTRE, half_width=1) + tuple(
-        (b, 2.0**log2_lr, horizon.EVAL_TOKENS // (b * horizon.SEQ_LEN))
-        for b, log2_lrs in EXTRA.items() for log2_lr in log2_lrs)
+        horizon.point(b, log2_lr) for b, log2_lrs in EXTRA.items() for log2_lr in log2_lrs
+    )
     sweep.grid = (
         (("batch_size", "optimizer.learning_rate", "eval_every", "norm_every"),
          tuple((*p, p[2]) for p in points)),

@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 from scion_jax.model import ModelConfig, init_model
+from scion_jax.model import attention as attention_lib
 from scion_jax.model.attention import attention, blockwise_attention
 from scion_jax.train import base_config, train, validate
 from scion_jax.train.loss import chunked_cross_entropy, lm_loss, resolve_chunk
@@ -75,11 +76,16 @@ def test_auto_chunk_only_for_large_vocabularies():
         resolve_chunk(-2, 256)
 
 
+@pytest.mark.parametrize("unroll_blocks", [attention_lib.UNROLL_BLOCKS, 0])  # 0: loops only
 @pytest.mark.parametrize(
     "t,block,heads,kv_heads",
-    [(16, 4, 4, 2), (13, 5, 4, 1), (8, 16, 2, 2)],
-)  # T a multiple of the block, not, block > T; GQA groups 2 and 4, and none
-def test_blockwise_attention_equals_xla_and_einsum(t, block, heads, kv_heads):
+    [(16, 4, 4, 2), (13, 5, 4, 1), (8, 16, 2, 2), (22, 4, 2, 1)],
+)  # T a multiple of the block, not, block > T, more blocks than are unrolled; GQA groups 2
+# and 4, and none
+def test_blockwise_attention_equals_xla_and_einsum(
+    t, block, heads, kv_heads, unroll_blocks, monkeypatch
+):
+    monkeypatch.setattr(attention_lib, "UNROLL_BLOCKS", unroll_blocks)
     ks = jax.random.split(jax.random.key(t * block), 4)
     q = jax.random.normal(ks[0], (2, t, heads, 8))
     k, v = (jax.random.normal(key, (2, t, kv_heads, 8)) for key in ks[1:3])

@@ -24,9 +24,15 @@ import jax.numpy as jnp
 from scion_jax.model.config import ATTENTION
 from scion_jax.model.layers import causal_attention
 
+# Sequences of at most this many blocks run the block loops unrolled at trace time: XLA then
+# fuses across blocks, without the while loops' copies and dynamic slices (with 128-position
+# blocks, 0.87–0.90× the CPU train step at T 256; experiments/benchmarks/README.md).
+# Longer ones keep the loops, whose program size does not grow with T.
+UNROLL_BLOCKS = 4
+
 
 def attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, implementation: str, block: int = 512
+    q: jax.Array, k: jax.Array, v: jax.Array, implementation: str, block: int = 128
 ) -> jax.Array:
     """Causal GQA attention ``q [B, T, H, D], k/v [B, T, K, D] -> [B, T, H, D]`` by
     `implementation` (one of `ATTENTION`; "auto": "blockwise" on CPU, "xla" elsewhere);
@@ -80,31 +86,39 @@ def _forward(qb, kb, vb):
     """(out [n, B, size, K, G, D], lse [n, B, K, G, size]) by the online softmax."""
     n, b, size, kv, g, d = qb.shape
 
-    def query_block(i):
-        qi = qb[i]
-
-        def step(j, carry):
-            m, norm, acc = carry
-            s = _scores(qi, kb[j], i, j)
-            m_new = jnp.maximum(m, s.max(-1))
-            p = jnp.exp(s - m_new[..., None])
-            scale = jnp.exp(m - m_new)
-            pv = jnp.einsum(
-                "bkgqs,bskd->bkgqd", p.astype(vb.dtype), vb[j], preferred_element_type=jnp.float32
-            )
-            return m_new, norm * scale + p.sum(-1), acc * scale[..., None] + pv
-
-        init = (
-            jnp.full((b, kv, g, size), -jnp.inf, jnp.float32),
-            jnp.zeros((b, kv, g, size), jnp.float32),
-            jnp.zeros((b, kv, g, size, d), jnp.float32),
+    def step(i, j, carry):  # key / value block j of query block i
+        m, norm, acc = carry
+        s = _scores(qb[i], kb[j], i, j)
+        m_new = jnp.maximum(m, s.max(-1))
+        p = jnp.exp(s - m_new[..., None])
+        scale = jnp.exp(m - m_new)
+        pv = jnp.einsum(
+            "bkgqs,bskd->bkgqd", p.astype(vb.dtype), vb[j], preferred_element_type=jnp.float32
         )
-        # Every row sees ≥ 1 key in block 0, so m is finite after the first step.
-        m, norm, acc = jax.lax.fori_loop(0, i + 1, step, init)
+        return m_new, norm * scale + p.sum(-1), acc * scale[..., None] + pv
+
+    def finish(m, norm, acc):
         out = (acc / norm[..., None]).transpose(0, 3, 1, 2, 4)  # [B, size, K, G, D]
         return out.astype(qb.dtype), m + jnp.log(norm)
 
-    return jax.lax.map(query_block, jnp.arange(n))
+    init = (
+        jnp.full((b, kv, g, size), -jnp.inf, jnp.float32),
+        jnp.zeros((b, kv, g, size), jnp.float32),
+        jnp.zeros((b, kv, g, size, d), jnp.float32),
+    )
+    # Every row sees ≥ 1 key in block 0, so m is finite after the first step.
+    if n <= UNROLL_BLOCKS:
+        blocks = []
+        for i in range(n):
+            carry = init
+            for j in range(i + 1):
+                carry = step(i, j, carry)
+            blocks.append(finish(*carry))
+        return tuple(jnp.stack(x) for x in zip(*blocks, strict=True))
+    return jax.lax.map(
+        lambda i: finish(*jax.lax.fori_loop(0, i + 1, functools.partial(step, i), init)),
+        jnp.arange(n),
+    )
 
 
 @jax.custom_vjp
@@ -125,21 +139,33 @@ def _flash_bwd(res, dout):
     # rowsum(dO ⊙ O): [n, B, K, G, size]
     delta = jnp.einsum("nbqkgd,nbqkgd->nbkgq", dout.astype(jnp.float32), out.astype(jnp.float32))
 
-    def key_block(dq, j):
-        kj, vj = kb[j], vb[j]
+    def grads(i, j):  # (dK_j, dV_j, dQ_i) of block pair (i, j), fp32
+        qi, doi, kj, vj = qb[i], dout[i], kb[j], vb[j]
+        p = jnp.exp(_scores(qi, kj, i, j) - lse[i][..., None])  # [B, K, G, q, s]
+        dp = f32("bqkgd,bskd->bkgqs", doi, vj)
+        ds = (p * (dp - delta[i][..., None]) * scale).astype(qi.dtype)
+        dv = f32("bkgqs,bqkgd->bskd", p.astype(doi.dtype), doi)
+        return f32("bkgqs,bqkgd->bskd", ds, qi), dv, f32("bkgqs,bskd->bqkgd", ds, kj)
 
+    if n <= UNROLL_BLOCKS:
+        dq = [0.0] * n
+        dkv = []
+        for j in range(n):
+            dk = dv = 0.0
+            for i in range(j, n):
+                dk_ij, dv_ij, dq_ij = grads(i, j)
+                dk, dv, dq[i] = dk + dk_ij, dv + dv_ij, dq[i] + dq_ij
+            dkv.append((dk.astype(kb.dtype), dv.astype(vb.dtype)))
+        dk, dv = (jnp.stack(x) for x in zip(*dkv, strict=True))
+        return jnp.stack(dq).astype(qb.dtype), dk, dv
+
+    def key_block(dq, j):
         def step(i, carry):
             dk, dv, dq = carry
-            qi, doi = qb[i], dout[i]
-            p = jnp.exp(_scores(qi, kj, i, j) - lse[i][..., None])  # [B, K, G, q, s]
-            dv = dv + f32("bkgqs,bqkgd->bskd", p.astype(doi.dtype), doi)
-            dp = f32("bqkgd,bskd->bkgqs", doi, vj)
-            ds = (p * (dp - delta[i][..., None]) * scale).astype(qi.dtype)
-            dk = dk + f32("bkgqs,bqkgd->bskd", ds, qi)
-            dq = dq.at[i].add(f32("bkgqs,bskd->bqkgd", ds, kj))
-            return dk, dv, dq
+            dk_ij, dv_ij, dq_ij = grads(i, j)
+            return dk + dk_ij, dv + dv_ij, dq.at[i].add(dq_ij)
 
-        zeros = jnp.zeros(kj.shape, jnp.float32)
+        zeros = jnp.zeros(kb.shape[1:], jnp.float32)
         dk, dv, dq = jax.lax.fori_loop(j, n, step, (zeros, zeros, dq))
         return dq, (dk.astype(kb.dtype), dv.astype(vb.dtype))
 

@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
             scan_layers=False,
             rope_theta=10000.0,
             attention="auto",
-            attention_block=512,
+            attention_block=128,
             remat="none",
             param_dtype="float32",
             compute_dtype="bfloat16",

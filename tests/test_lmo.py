@@ -153,6 +153,18 @@ def test_newton_schulz_traced_steps_equal_static():
     np.testing.assert_allclose(static, traced, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("gram", [False, True])
+@pytest.mark.parametrize("shape", [(96, 32), (3, 96, 32)])
+def test_tall_newton_schulz_is_its_wide_transposes_bitwise(shape, gram):
+    """A tall matrix (and stack) is orthogonalized as its transpose, stored wide: the same
+    bf16 matmuls, so bitwise the same result (XLA:CPU once ran a tall matrix's iteration
+    on a column-major view, with every matmul upcast to fp32)."""
+    g = jax.random.normal(jax.random.key(7), shape)
+    wide = jnp.asarray(np.swapaxes(np.asarray(g), -1, -2).copy())
+    ns = jax.jit(lambda x: newton_schulz(x, gram=gram))
+    np.testing.assert_array_equal(ns(g), np.swapaxes(np.asarray(ns(wide)), -1, -2))
+
+
 def test_svd_backend_is_exact():
     g = jax.random.normal(jax.random.key(6), (3, 20, 12))
     x = scion_jax.newton_schulz(g, "svd")

@@ -1,6 +1,7 @@
 """experiments/sweep.py: one run per point, failures recorded, finished runs skipped."""
 
 import functools
+import glob
 import importlib.util
 import json
 import os
@@ -140,6 +141,24 @@ def test_shipped_sweep_configs_give_valid_runs():
             mesh = {"data": 1, "fsdp": 1, "tensor": 1}
             run.mesh.update(mesh)
             assert validate(run, n_devices=1) == mesh
+
+
+def test_recorded_study_runs_match_their_sweep_configs():
+    """The committed runs (experiments/results/*/sweeps/<sweep>/runs) were made with what
+    their sweep config gives today, so rerunning a sweep resumes them instead of refusing a
+    changed default (e.g. a new model.attention_block)."""
+    sweep = _sweep_module()
+    configs = os.path.join(ROOT, "experiments", "configs", "sweeps")
+    checked = 0
+    records = glob.glob(os.path.join(ROOT, "experiments", "results", "*", "sweeps", "*"))
+    for record in sorted(records):
+        name = os.path.basename(record)
+        points = sweep.points(_load(name, os.path.join(configs, f"{name}.py")).get_config())
+        for run, config, _ in points:
+            if os.path.isdir(os.path.join(record, "runs", run)):
+                assert sweep.config_difference(os.path.join(record, "runs", run), config) == ""
+                checked += 1
+    assert checked >= 20
 
 
 def test_decayed_branches_start_from_their_constant_run(tmp_path):

@@ -131,7 +131,8 @@ def cpu_study_config() -> ml_collections.ConfigDict:
     c.model.update(d_model=64, n_layers=4, n_heads=1, vocab_size=256)
     c.optimizer.lr_scales.hidden = 1 / 8
     c.log_every, c.norm_every, c.eval_every, c.checkpoint_every = 8, 8, 64, 256
-    c.model.attention = "xla"  # what the studies ran with (before "auto"); their runs name it
+    # What the studies ran with (before "auto" and 128-position blocks); their runs name it.
+    c.model.update(attention="xla", attention_block=512)
     return c
 
 

@@ -12,6 +12,7 @@ import math
 import ml_collections
 
 from scion_jax.data import default_data_config
+from scion_jax.model.config import ATTENTION, REMAT
 
 # Norms `norm_extra` may add to the log (`scion_jax.norms.VALID` beyond the role norms).
 NORM_EXTRA = ("supremum", "condition_number", "frobenius", "stable_rank")
@@ -20,8 +21,6 @@ SCHEDULES = ("constant", "warmup", "linear_decay", "wsd")
 MESH_AXES = ("data", "fsdp", "tensor")
 DTYPES = ("float32", "bfloat16")
 NS_COEFFS = ("muon", "polar_express", "svd")
-ATTENTION = ("auto", "xla", "einsum", "cudnn", "blockwise")
-REMAT = ("none", "block", "dots")
 NS_PRECONDITIONINGS = ("frobenius", "aol")
 
 

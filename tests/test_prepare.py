@@ -257,6 +257,7 @@ def test_dictzip_random_access(tmp_path):
         assert gzip.decompress((tmp_path / "x.dz").read_bytes()) == data  # still a gzip file
         with DictzipReader(str(tmp_path / "x.dz")) as dz:
             assert [dz.read(o, n) for o, n in reads] == [data[o : o + n] for o, n in reads]
+            assert dz.size == 16 * 64  # 1000 bytes in 16 chunks of 64: at most 1024
             for o, n in ((990, 20), (1000, 1), (5000, 1)):
                 with pytest.raises(ValueError, match="past the end"):
                     dz.read(o, n)
@@ -387,6 +388,7 @@ def test_gcide_bad_index_names_the_line(tmp_path):
         (b"a\tA\tB-\nb\tC-\tD\n", r"g1.index:1: b'-' is not a dictd base-64 digit"),
         (b"a\tA\tB\nb\tAAAAAAAAAAB\tD\n", r"g2.index:2: a number of > 10 digits"),
         (b"a\tA\tB\n\xe9t\xe9\tC\tD\n", r"g3.index:2: the headword is not UTF-8"),
+        (b"a\tA\tB\tC\nb\tD\n", r"g4.index:1: not a dictd index line"),  # 4 tabs, 2 lines
     ]):  # fmt: skip
         (tmp_path / f"g{i}.index").write_bytes(lines)
         with pytest.raises(ValueError, match=error):
@@ -411,12 +413,16 @@ def test_english_corpus_installed():
         pytest.skip(f"run `make corpus` to install the english corpus ({e})")
     groups = [g for u in source_units for g in u.groups]
     assert len(groups) == len(set(groups)) == 42 + 66 + 27 + 45
-    size = 0
+    sizes = dict.fromkeys(source_units, 0)
     for unit in source_units:
         for doc in read_unit(unit):
             assert doc.group in unit.groups
-            size += len(doc.text.encode())
+            sizes[unit] += len(doc.text.encode())
+    size = sum(sizes.values())
     assert size >= 50 * 10**6 and size >= 2**25  # ≥ 50 MB, ≥ 2^25 byte tokens
+    for kind in ("kjv", "gcide"):  # the size hints that schedule their units: ±5% in all
+        hinted = [(u.size, n) for u, n in sizes.items() if u.kind == kind]
+        assert sum(h for h, _ in hinted) == pytest.approx(sum(n for _, n in hinted), rel=0.05)
     splitter = Splitter(source_units, 0.1)
     held = sorted(g for g in groups if splitter.split(g) == "eval")
     assert held == sorted(g for g in groups if Splitter(units("english"), 0.1).split(g) == "eval")

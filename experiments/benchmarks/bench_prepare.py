@@ -8,9 +8,9 @@ with the byte tokenizer, a SentencePiece 8k BPE and a Hugging Face `tokenizers` 
 BPE (both trained here on the input; --no-trained leaves them out), and of --corpus (the
 ≈ 60 MB "english" corpus) with the byte tokenizer, each with --processes=1 and 2; rounds
 interleave every (input, tokenizer, processes) case, the median is reported. MB/s = UTF-8 MB
-of input text / wall time (a fresh output directory each time). The forkserver that forks
-the workers is started once per Python process, by an untimed warm-up; its cost is printed
-on its own.
+of input text / wall time (a fresh output directory and cold caches each time). The
+forkserver that forks the workers is started once per Python process, by an untimed warm-up;
+its cost is printed on its own.
 
 Part 2: ``python -m scion_jax.data.prepare`` of --corpus (the ≥ 50 MB "english" corpus) with the
 byte tokenizer, 1 and 2 processes, in a child process: wall time and peak RSS (largest of the
@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from scion_jax.data import prepare, train_tokenizer
+from scion_jax.data import english, prepare, train_tokenizer
 
 _RSS_CHILD = """
 import resource, sys, time
@@ -47,6 +47,10 @@ print("RESULT", wall, max(own, workers), imported)
 
 def _prepare(source: str, tokenizer: str, processes: int, tmp: str) -> tuple[float, dict]:
     out = tempfile.mkdtemp(dir=tmp)
+    # Start cold, as `python -m scion_jax.data.prepare` and the pool's workers do: one process
+    # would otherwise reuse the tokenizer and GCIDE index the previous round loaded.
+    prepare._tokenizer.cache_clear()
+    english._gcide_index.cache_clear()
     start = time.perf_counter()
     index = prepare.write_prepared(source, out, tokenizer, processes=processes)
     wall = time.perf_counter() - start

@@ -56,6 +56,11 @@ class DictzipReader:
             self._file.read(2)
         return chunk_size, list(itertools.accumulate(sizes, initial=self._file.tell()))
 
+    @property
+    def size(self) -> int:
+        """Bytes of text, at most (every chunk but the last is CHLEN long)."""
+        return self._chunk_size * (len(self._starts) - 1)
+
     def _chunk(self, i: int) -> bytes:
         if self._cached[0] != i:
             last = len(self._starts) - 2

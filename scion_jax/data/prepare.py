@@ -131,6 +131,12 @@ def _prepare_unit(task: _Task, k: int, unit: Unit) -> dict[str, Any]:
     return marker
 
 
+def _size(unit: Unit) -> int:
+    if unit.size >= 0:
+        return unit.size
+    return os.path.getsize(unit.path) if os.path.isfile(unit.path) else 0
+
+
 def _finished(out_dir: str, k: int, unit: Unit, itemsize: int) -> dict[str, Any] | None:
     """Unit k's marker if its pieces are complete, else None (then it is redone)."""
     try:
@@ -245,8 +251,8 @@ def write_prepared(
         if k % num_shards == shard_index and _finished(out_dir, k, u, dtype.itemsize) is None
     ]
     _remove_stale(out_dir, {k for k, _ in jobs})
-    # Largest files first, so N processes finish together (equal sizes keep unit order).
-    jobs.sort(key=lambda j: -os.path.getsize(j[1].path) if os.path.isfile(j[1].path) else 0)
+    # Largest units first, so N processes finish together (equal sizes keep unit order).
+    jobs.sort(key=lambda j: -_size(j[1]))
     if processes == 1 or len(jobs) < 2:
         for job in jobs:
             _prepare_unit(task, *job)

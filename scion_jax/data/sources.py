@@ -52,6 +52,7 @@ class Unit(NamedTuple):
     kind: str  # "text" | "jsonl" | "parquet" | an `english` reader ("kjv", "gcide", "wordnet")
     path: str
     groups: tuple[str, ...] | None
+    size: int = -1  # about how many bytes it reads (largest units are prepared first); -1: path's
 
 
 def shakespeare_dir() -> str:

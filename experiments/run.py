@@ -22,6 +22,13 @@ flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-host).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
+flags.DEFINE_integer(
+    "cpu_devices",
+    0,
+    "CPU devices of this host (data parallel over them; 0: one per core, as many as divide "
+    "the microbatch, when config.mesh is data=-1 and the run is single-process). Ignored "
+    "where XLA_FLAGS sets xla_force_host_platform_device_count.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -29,7 +36,14 @@ def main(argv):
     del argv
     from scion_jax import xla_cpu
 
-    xla_cpu.set_flags()  # before JAX starts its backend
+    config = _CONFIG.value
+    devices = FLAGS.cpu_devices
+    if not devices:
+        single = not (FLAGS.coordinator_address or FLAGS.distributed)
+        data_only = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor) == (-1, 1, 1)
+        per_micro = config.batch_size // config.microbatches
+        devices = xla_cpu.cpu_devices(per_micro) if single and data_only else 1
+    xla_cpu.set_flags(cpu_devices=devices)  # before JAX starts its backend
     import jax
 
     if not FLAGS["verbosity"].present:
@@ -50,7 +64,7 @@ def main(argv):
     workdir = FLAGS.workdir or os.path.join("workdirs", name)
     if jax.process_index() == 0:
         print(f"Training {name} into {workdir} on {jax.device_count()} device(s).")
-    row = train(_CONFIG.value, workdir)
+    row = train(config, workdir)
     if jax.process_index() == 0:
         print(
             f"\nfinal: step {row.get('step')}  loss {row.get('loss', float('nan')):.4f}  "

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from scion_jax.data import make_eval_batches
 from scion_jax.train import base_config, train
 from scion_jax.train.config import eval_batch_count
-from scion_jax.train.metrics import read_rows
+from scion_jax.train.metrics import norm_log_device, read_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_KEYS = ("tokens_per_s", "model_flops_per_s")
@@ -261,6 +262,15 @@ def test_sharded_step_equals_single_device(corpus, tmp_path, sharded_run):
     _assert_trees_equal(
         _final_params(sharded_dir)[1], _final_params(tmp_path)[1], rtol=1e-4, atol=1e-6
     )
+
+
+def test_norm_log_runs_on_one_cpu_device_of_a_mesh():
+    """The CPU devices of one process share the host's cores: the trainer computes the norm
+    log on one of them (the sharded run above checks its numbers against one device's)."""
+    devices = jax.devices()
+    assert norm_log_device(jax.make_mesh((1,), ("data",), devices=devices[:1])) is None
+    mesh = jax.make_mesh((4, 2), ("data", "fsdp"), devices=devices[:8])
+    assert norm_log_device(mesh) == mesh.devices.flat[0]
 
 
 def _free_port() -> int:

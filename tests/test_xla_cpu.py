@@ -1,6 +1,6 @@
 """The project's XLA:CPU options (`scion_jax.xla_cpu`): set once, never over the user's,
 only on a tested jaxlib, and accepted by XLA (a computation under them gives the same
-numbers as without)."""
+numbers as without); the CPU device count, one per core as many as divide the batch."""
 
 import importlib.metadata
 import os
@@ -43,6 +43,26 @@ def test_set_flags_adds_nothing_on_an_untested_jaxlib(monkeypatch):
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     monkeypatch.setattr(xla_cpu.importlib.metadata, "version", _jaxlib("0.11.0"))
     assert xla_cpu.set_flags() == [] and "XLA_FLAGS" not in os.environ
+
+
+def test_cpu_devices_one_per_core_as_many_as_divide_the_batch():
+    assert xla_cpu.cpu_devices(16, cores=2) == 2
+    assert xla_cpu.cpu_devices(16, cores=3) == 2  # 3 does not divide 16
+    assert xla_cpu.cpu_devices(12, cores=8) == 6
+    assert xla_cpu.cpu_devices(7, cores=4) == 1
+    assert xla_cpu.cpu_devices(4, cores=64) == 4
+    assert 1 <= xla_cpu.cpu_devices(16) <= len(os.sched_getaffinity(0))
+
+
+def test_set_flags_sets_the_device_count_unless_the_user_did(monkeypatch):
+    monkeypatch.setattr(xla_cpu.importlib.metadata, "version", _jaxlib("0.11.0"))
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    assert xla_cpu.set_flags(cpu_devices=1) == []  # one device: nothing to set
+    # A stable option: set on an untested jaxlib too.
+    assert xla_cpu.set_flags(cpu_devices=2) == ["--xla_force_host_platform_device_count=2"]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+    assert xla_cpu.set_flags(cpu_devices=2) == []
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
 
 
 @pytest.mark.skipif(

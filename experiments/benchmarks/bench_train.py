@@ -11,7 +11,9 @@ trainer's norm log every 16 steps relative to those steps (target ≤ 3%): every
 parameter norm (exact SVD) and per-group summaries ("norms"), and that plus the update's
 norms and the parameter copy they need ("+updates", the trainer's default). Tokens/s come
 from consecutive steps (as PyTorch's are timed); the logs' cost from rounds that interleave
-the step and both logs. Sets the project's XLA:CPU options first (`scion_jax.xla_cpu`).
+the step and both logs. Sets the project's XLA:CPU options first (`scion_jax.xla_cpu`),
+and runs the step as `experiments/run.py` does: data parallel over one CPU device per core
+(`--cpu_devices=1`: one device, whose intra-op threads use every core).
 With --torch, the same architecture in PyTorch (torch.compile'd model, Scion step) at each
 width, timed in a child process, for the ratio ours / PyTorch measured in the same run. The
 PyTorch model computes in float32 (its Newton–Schulz in bf16, as ours); ours computes in
@@ -29,13 +31,15 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from scion_jax import xla_cpu
 from scion_jax.model import init_model, model_flops_per_token
 from scion_jax.train.config import base_config
-from scion_jax.train.metrics import norm_logger
+from scion_jax.train.metrics import norm_log_device, norm_logger
 from scion_jax.train.optim import make_optimizer, model_rules
-from scion_jax.train.trainer import make_step, model_config
+from scion_jax.train.trainer import BATCH_SPEC, jit_train_step, make_mesh, model_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("widths", ["128", "256", "512"], "d_model values.")
@@ -52,6 +56,12 @@ flags.DEFINE_enum(
     "attention", None, ["xla", "einsum", "blockwise"], "model.attention (default: the config's)."
 )
 flags.DEFINE_integer("steps", 10, "Timed steps per measurement (median reported).")
+flags.DEFINE_integer(
+    "cpu_devices",
+    0,
+    "CPU devices, the step data parallel over them (0: as experiments/run.py, one per core "
+    "as many as divide --batch; 1: one device).",
+)
 flags.DEFINE_bool("torch", True, "Also time PyTorch (torch.compile + Scion) in a child process.")
 flags.DEFINE_integer("torch_child", 0, "Internal: time PyTorch at this width and print tokens/s.")
 
@@ -103,27 +113,38 @@ def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, f
     norms' share of 16 steps), one device."""
     config = _config(width, optimizer)
     cfg = model_config(config)
-    tx = make_optimizer(config, cfg, mesh=None)
+    config.mesh.data = jax.device_count()
+    mesh = make_mesh(config)  # data parallel over the CPU devices, as `train` runs
+    tx = make_optimizer(config, cfg, mesh)
     graphdef, params = nnx.split(init_model(cfg, jax.random.key(0)), nnx.Param)
-    loss_fn, step_fn = make_step(graphdef, tx)
-    fresh = lambda: {
-        "step": jnp.zeros((), jnp.int32),
-        "params": jax.tree.map(jnp.copy, params),
-        "opt_state": tx.init(params),
-    }
+    replicated = NamedSharding(mesh, P())
+    fresh = lambda: jax.device_put(
+        {
+            "step": jnp.zeros((), jnp.int32),
+            "params": jax.tree.map(jnp.copy, params),
+            "opt_state": tx.init(params),
+        },
+        replicated,
+    )
+    shardings = jax.tree.map(lambda _: replicated, fresh())
+    loss_fn, step = jit_train_step(config, graphdef, tx, mesh, shardings)
     tokens = jax.random.randint(jax.random.key(1), (FLAGS.batch, FLAGS.seq_len + 1), 0, 256)
-    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
-    step = jax.jit(step_fn, donate_argnums=0)
+    batch = jax.device_put(
+        {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}, NamedSharding(mesh, BATCH_SPEC)
+    )
     grad_only = jax.jit(lambda s, b: (s, jax.grad(loss_fn)(s["params"], b)))
     t_grad = _median_step_time(grad_only, fresh(), batch, FLAGS.steps)
     log = jax.jit(norm_logger(model_rules(config, cfg)))
     copy = jax.jit(lambda p: jax.tree.map(jnp.copy, p))  # as the trainer: before the step
 
+    device = norm_log_device(mesh)  # as the trainer: one device of a CPU host's mesh
+    to_log_device = lambda tree: tree if device is None else jax.device_put(tree, device)
+
     def params_log(s, b):
-        return s, log(s["params"])
+        return s, log(to_log_device(s["params"]))
 
     def full_log(s, b):  # the trainer's: copy before the step, then both norm sets
-        return s, log(s["params"], copy(s["params"]))
+        return s, log(*to_log_device((s["params"], copy(s["params"]))))
 
     # Throughput from consecutive steps, as the PyTorch child times its own; the logs'
     # cost from rounds interleaved with the step (an SVD log between two steps slows the
@@ -202,12 +223,14 @@ def _torch_in_child(width: int) -> float | None:
 
 
 def main(_):
-    xla_cpu.set_flags()  # the project's XLA:CPU options, as experiments/run.py sets them
+    # The project's XLA:CPU options and CPU devices, as experiments/run.py sets them.
+    xla_cpu.set_flags(cpu_devices=FLAGS.cpu_devices or xla_cpu.cpu_devices(FLAGS.batch))
     if FLAGS.torch_child:
         print(torch_tokens_per_s(FLAGS.torch_child))
         return
     peak = matmul_peak()
     print(f"measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s on {jax.devices()[0]}")
+    print(f"our step: data parallel over {jax.device_count()} CPU device(s)")
     header = (
         f"{'d':>5s} {'opt':>6s} {'tokens/s':>10s} {'MFU':>6s} {'opt share':>10s} "
         f"{'norms/16 steps':>15s} {'+updates':>9s} {'torch tok/s':>12s} {'ours/torch':>11s}"

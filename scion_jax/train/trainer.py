@@ -31,7 +31,7 @@ from scion_jax.model import ModelConfig, init_model, model_flops_per_token, para
 from scion_jax.train import config as config_lib
 from scion_jax.train.checkpoint import Checkpoints, abstract_like
 from scion_jax.train.loss import lm_loss, resolve_chunk
-from scion_jax.train.metrics import MetricsWriter, norm_logger, plot_summary
+from scion_jax.train.metrics import MetricsWriter, norm_log_device, norm_logger, plot_summary
 from scion_jax.train.optim import make_optimizer, make_schedule, model_rules
 
 BATCH_SPEC = P(("data", "fsdp"), None)
@@ -259,8 +259,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     def evaluate(params) -> float:
         return float(np.mean([eval_loss(params, b) for b in eval_batches]))
 
+    log_device = norm_log_device(mesh)
+
     def norm_metrics(params, prev=None) -> dict[str, float]:
         """Parameter norms, and the update's (ΔW over the step) given `prev`."""
+        if log_device is not None:
+            params, prev = jax.device_put((params, prev), log_device)
         norms = {k: float(v) for k, v in norms_fn(params, prev).items()}
         norms["output_norm"] = norms["rms_to_inf/unembed/kernel"]
         return norms

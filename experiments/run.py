@@ -25,9 +25,10 @@ flags.DEFINE_integer("process_id", None, "This process's index (multi-host).")
 flags.DEFINE_integer(
     "cpu_devices",
     0,
-    "CPU devices of this host (data parallel over them; 0: one per core, as many as divide "
-    "the microbatch, when config.mesh is data=-1 and the run is single-process). Ignored "
-    "where XLA_FLAGS sets xla_force_host_platform_device_count.",
+    "CPU devices of this host, the run data parallel over them (0: one per logical CPU, up "
+    "to 2, as many as divide the microbatch, for a single-process run with the default "
+    "mesh; see scion_jax/xla_cpu.py). Ignored where XLA_FLAGS sets "
+    "xla_force_host_platform_device_count, and on an untested jaxlib.",
 )
 FLAGS = flags.FLAGS
 
@@ -35,15 +36,12 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from scion_jax import xla_cpu
+    from scion_jax.train.config import cpu_devices
 
     config = _CONFIG.value
-    devices = FLAGS.cpu_devices
-    if not devices:
-        single = not (FLAGS.coordinator_address or FLAGS.distributed)
-        data_only = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor) == (-1, 1, 1)
-        per_micro = config.batch_size // config.microbatches
-        devices = xla_cpu.cpu_devices(per_micro) if single and data_only else 1
-    xla_cpu.set_flags(cpu_devices=devices)  # before JAX starts its backend
+    single_process = not (FLAGS.coordinator_address or FLAGS.distributed)
+    devices = FLAGS.cpu_devices or cpu_devices(config, single_process)
+    xla_cpu.set_flags(devices)  # before JAX starts its backend
     import jax
 
     if not FLAGS["verbosity"].present:

@@ -256,6 +256,7 @@ def command(run_dir: str) -> list[str]:
         sys.executable,
         RUN,
         f"--config={FROM_JSON}:{os.path.join(run_dir, 'config.json')}",
+        f"--cpu_devices={FLAGS.devices_per_run}",  # as local mode, also when run by hand
         f"--workdir={run_dir}",
     ]
 

@@ -389,6 +389,7 @@ def test_gcide_bad_index_names_the_line(tmp_path):
         (b"a\tA\tB\nb\tAAAAAAAAAAB\tD\n", r"g2.index:2: a number of > 10 digits"),
         (b"a\tA\tB\n\xe9t\xe9\tC\tD\n", r"g3.index:2: the headword is not UTF-8"),
         (b"a\tA\tB\tC\nb\tD\n", r"g4.index:1: not a dictd index line"),  # 4 tabs, 2 lines
+        (b"a\tA\tAAAAAAAAAAB\nb\tAAAAAAAAAAB\tD\n", r"g5.index:1: a number of > 10 digits"),
     ]):  # fmt: skip
         (tmp_path / f"g{i}.index").write_bytes(lines)
         with pytest.raises(ValueError, match=error):

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from scion_jax import xla_cpu
+from scion_jax.train.config import base_config, cpu_devices
 
 # A norm-like reduction (what the option moves out of YNNPACK), printed to full precision.
 PROGRAM = (
@@ -46,23 +47,44 @@ def test_set_flags_adds_nothing_on_an_untested_jaxlib(monkeypatch):
 
 
 def test_cpu_devices_one_per_core_as_many_as_divide_the_batch():
+    assert xla_cpu.MAX_CPU_DEVICES == 2  # what was measured
     assert xla_cpu.cpu_devices(16, cores=2) == 2
-    assert xla_cpu.cpu_devices(16, cores=3) == 2  # 3 does not divide 16
-    assert xla_cpu.cpu_devices(12, cores=8) == 6
-    assert xla_cpu.cpu_devices(7, cores=4) == 1
-    assert xla_cpu.cpu_devices(4, cores=64) == 4
-    assert 1 <= xla_cpu.cpu_devices(16) <= len(os.sched_getaffinity(0))
+    assert xla_cpu.cpu_devices(16, cores=64) == 2  # capped
+    assert xla_cpu.cpu_devices(15, cores=2) == 1  # 2 does not divide 15
+    assert xla_cpu.cpu_devices(16, cores=1) == 1
+    assert xla_cpu.cpu_devices(0, cores=2) == 1  # nothing divides: one (validate() says why)
+    assert xla_cpu.cpu_devices(16) in (1, 2)
+
+
+def test_run_py_devices_only_for_a_single_process_default_mesh():
+    config = base_config()
+    config.batch_size, config.microbatches = 16, 2
+    assert cpu_devices(config, True, cores=4) == 2
+    assert cpu_devices(config, False, cores=4) == 1  # multi-process: its own devices
+    config.microbatches = 32  # more microbatches than sequences: validate() says so
+    assert cpu_devices(config, True, cores=4) == 1
+    config.microbatches, config.mesh.data = 1, 1  # an explicit mesh is the user's
+    assert cpu_devices(config, True, cores=4) == 1
+    config.mesh.data, config.mesh.fsdp = -1, 2
+    assert cpu_devices(config, True, cores=4) == 1
 
 
 def test_set_flags_sets_the_device_count_unless_the_user_did(monkeypatch):
-    monkeypatch.setattr(xla_cpu.importlib.metadata, "version", _jaxlib("0.11.0"))
+    monkeypatch.setattr(xla_cpu.importlib.metadata, "version", _jaxlib("0.10.2"))
     monkeypatch.delenv("XLA_FLAGS", raising=False)
-    assert xla_cpu.set_flags(cpu_devices=1) == []  # one device: nothing to set
-    # A stable option: set on an untested jaxlib too.
-    assert xla_cpu.set_flags(cpu_devices=2) == ["--xla_force_host_platform_device_count=2"]
+    assert xla_cpu.set_flags(1) == ["--xla_cpu_experimental_ynn_fusion_type=-reduce"]
+    monkeypatch.delenv("XLA_FLAGS")
+    assert xla_cpu.set_flags(2) == [
+        "--xla_cpu_experimental_ynn_fusion_type=-reduce",
+        "--xla_force_host_platform_device_count=2",
+        "--xla_cpu_enable_concurrency_optimized_scheduler=false",  # no collective deadlocks
+    ]
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-    assert xla_cpu.set_flags(cpu_devices=2) == []
-    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
+    assert xla_cpu.set_flags(2) == ["--xla_cpu_experimental_ynn_fusion_type=-reduce"]
+    assert "device_count=8 " in os.environ["XLA_FLAGS"]  # the user's devices stand
+    monkeypatch.setattr(xla_cpu.importlib.metadata, "version", _jaxlib("0.11.0"))
+    monkeypatch.delenv("XLA_FLAGS")
+    assert xla_cpu.set_flags(2) == [] and "XLA_FLAGS" not in os.environ  # untested jaxlib
 
 
 @pytest.mark.skipif(

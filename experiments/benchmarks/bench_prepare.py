@@ -8,7 +8,7 @@ with the byte tokenizer, a SentencePiece 8k BPE and a Hugging Face `tokenizers` 
 BPE (both trained here on the input; --no-trained leaves them out), and of --corpus (the
 ≈ 60 MB "english" corpus) with the byte tokenizer, each with --processes=1 and 2; rounds
 interleave every (input, tokenizer, processes) case, the median is reported. MB/s = UTF-8 MB
-of input text / wall time (a fresh output directory and cold caches each time). The
+of input text / wall time (a fresh output directory, in-process caches cleared). The
 forkserver that forks the workers is started once per Python process, by an untimed warm-up;
 its cost is printed on its own.
 
@@ -47,8 +47,8 @@ print("RESULT", wall, max(own, workers), imported)
 
 def _prepare(source: str, tokenizer: str, processes: int, tmp: str) -> tuple[float, dict]:
     out = tempfile.mkdtemp(dir=tmp)
-    # Start cold, as `python -m scion_jax.data.prepare` and the pool's workers do: one process
-    # would otherwise reuse the tokenizer and GCIDE index the previous round loaded.
+    # Load the tokenizer and GCIDE's index again, as `python -m scion_jax.data.prepare` and
+    # the pool's workers do: one process would otherwise reuse what the last round loaded.
     prepare._tokenizer.cache_clear()
     english._gcide_index.cache_clear()
     start = time.perf_counter()

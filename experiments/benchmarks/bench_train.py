@@ -59,8 +59,8 @@ flags.DEFINE_integer("steps", 10, "Timed steps per measurement (median reported)
 flags.DEFINE_integer(
     "cpu_devices",
     0,
-    "CPU devices, the step data parallel over them (0: as experiments/run.py, one per core "
-    "as many as divide --batch; 1: one device).",
+    "CPU devices, the step data parallel over them (0: as experiments/run.py, one per "
+    "logical CPU, up to 2, as many as divide --batch; 1: one device).",
 )
 flags.DEFINE_bool("torch", True, "Also time PyTorch (torch.compile + Scion) in a child process.")
 flags.DEFINE_integer("torch_child", 0, "Internal: time PyTorch at this width and print tokens/s.")
@@ -110,7 +110,7 @@ def _config(width: int, optimizer: str):
 
 def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, float, float]:
     """(tokens/s, step s, forward+backward-only s, the norm log's and the log with update
-    norms' share of 16 steps), one device."""
+    norms' share of 16 steps), data parallel over the CPU devices."""
     config = _config(width, optimizer)
     cfg = model_config(config)
     config.mesh.data = jax.device_count()
@@ -224,7 +224,7 @@ def _torch_in_child(width: int) -> float | None:
 
 def main(_):
     # The project's XLA:CPU options and CPU devices, as experiments/run.py sets them.
-    xla_cpu.set_flags(cpu_devices=FLAGS.cpu_devices or xla_cpu.cpu_devices(FLAGS.batch))
+    xla_cpu.set_flags(FLAGS.cpu_devices or xla_cpu.cpu_devices(FLAGS.batch))
     if FLAGS.torch_child:
         print(torch_tokens_per_s(FLAGS.torch_child))
         return

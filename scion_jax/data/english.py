@@ -157,7 +157,8 @@ def _b64_fields(raw: np.ndarray, lo: np.ndarray, hi: np.ndarray, path: str) -> n
     lines = max(len(lo) // 2, 1)
     width = int((hi - lo).max(initial=0))
     if width > 10:  # 64^10 = 2^60: int64 holds it
-        raise ValueError(f"{path}:{np.argmax(hi - lo > 10) % lines + 1}: a number of > 10 digits.")
+        line = (np.flatnonzero(hi - lo > 10) % lines).min() + 1  # the first line with one
+        raise ValueError(f"{path}:{line}: a number of > 10 digits.")
     digit = np.full(256, 255, np.uint8)
     digit[np.frombuffer(_B64.encode(), np.uint8)] = np.arange(64)
     value, bad = np.zeros(len(lo), np.int64), np.zeros(len(lo), bool)

@@ -132,6 +132,7 @@ def _prepare_unit(task: _Task, k: int, unit: Unit) -> dict[str, Any]:
 
 
 def _size(unit: Unit) -> int:
+    """About how many bytes `unit` reads: its hint, else its file's size (0: no file)."""
     if unit.size >= 0:
         return unit.size
     return os.path.getsize(unit.path) if os.path.isfile(unit.path) else 0

@@ -11,6 +11,7 @@ import math
 
 import ml_collections
 
+from scion_jax import xla_cpu
 from scion_jax.data import default_data_config
 from scion_jax.model.config import ATTENTION, REMAT
 
@@ -119,6 +120,16 @@ def eval_batch_count(config: ml_collections.ConfigDict) -> int:
     """Held-out batches per evaluation: `eval_sequences` / B when set (the same held-out
     sequences for every batch size), else `eval_batches` batches of B."""
     return config.eval_sequences // config.batch_size or config.eval_batches
+
+
+def cpu_devices(config: ml_collections.ConfigDict, single_process: bool, cores=None) -> int:
+    """How many CPU devices `experiments/run.py` makes for `config`: `xla_cpu.cpu_devices`
+    of the per-microbatch batch for a single-process run with the default mesh (data=-1,
+    fsdp=1, tensor=1), which is then data parallel over them; 1 otherwise."""
+    mesh = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    if not single_process or mesh != (-1, 1, 1) or config.microbatches < 1:
+        return 1
+    return xla_cpu.cpu_devices(config.batch_size // config.microbatches, cores)
 
 
 def cpu_study_config() -> ml_collections.ConfigDict:

@@ -126,8 +126,7 @@ def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, f
         },
         replicated,
     )
-    shardings = jax.tree.map(lambda _: replicated, fresh())
-    loss_fn, step = jit_train_step(config, graphdef, tx, mesh, shardings)
+    loss_fn, step = jit_train_step(config, graphdef, tx, mesh, replicated)  # a tree prefix
     tokens = jax.random.randint(jax.random.key(1), (FLAGS.batch, FLAGS.seq_len + 1), 0, 256)
     batch = jax.device_put(
         {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}, NamedSharding(mesh, BATCH_SPEC)

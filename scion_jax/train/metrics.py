@@ -141,6 +141,5 @@ def norm_log_device(mesh: jax.sharding.Mesh) -> jax.Device | None:
     process's CPU devices (they share the host's cores, so the log replicated on each ran
     2.4–3.2× slower with 2 devices on 2 cores), else None (where the parameters are)."""
     devices = list(mesh.devices.flat)
-    one_host_cpu = all(d.platform == "cpu" and d.process_index == devices[0].process_index
-                       for d in devices)  # fmt: skip
-    return devices[0] if one_host_cpu and len(devices) > 1 else None
+    kinds = {(d.platform, d.process_index) for d in devices}
+    return devices[0] if kinds == {("cpu", jax.process_index())} and len(devices) > 1 else None

@@ -120,6 +120,32 @@ def test_resume_round_trip_through_orbax(tmp_path):
     assert _same(_batches(restored, 5), expected)
 
 
+def test_spread_eval_set_draws_every_document_in_proportion(tmp_path):
+    """`spread=True`: sequences evenly spaced over the whole held-out split, so each held-out
+    document (of very different lengths here) holds its share of the set, ±1 sequence."""
+    for i, words in enumerate((40, 400, 1500, 90, 800, 2500, 60, 700, 1200, 300)):
+        _write(tmp_path / f"doc{i}.txt", _random_text(words, seed=i))
+    cfg = _cfg(tmp_path, eval_fraction=0.5)
+    held = load_corpus(str(tmp_path), "eval", eval_fraction=0.5)
+    seq_len, batch_size, num_batches = 16, 4, 6
+    n = (len(held.tokens) - 1) // seq_len
+    spread = make_eval_batches(
+        cfg, seq_len=seq_len, batch_size=batch_size, num_batches=num_batches, spread=True
+    )
+    first = make_eval_batches(cfg, seq_len=seq_len, batch_size=batch_size, num_batches=num_batches)
+    count = batch_size * num_batches
+    starts = np.arange(count) * n // count * seq_len
+    tokens = np.asarray(held.tokens)
+    windows = np.stack([tokens[s : s + seq_len + 1] for s in starts])
+    got = np.concatenate([np.concatenate([b["inputs"], b["targets"][:, -1:]], 1) for b in spread])
+    np.testing.assert_array_equal(got, windows)
+    assert not np.array_equal(got, np.concatenate([b["inputs"] for b in first]))
+    ends = np.append(held.doc_offsets[1:], n * seq_len)
+    for begin, end in zip(held.doc_offsets, ends, strict=True):
+        in_doc = np.sum((starts >= begin) & (starts < end))
+        assert abs(in_doc - count * (end - begin) / (n * seq_len)) <= 1
+
+
 def test_heldout_split_is_by_document(tmp_path):
     texts = {f"doc{i}.txt": f"document {i} " + _random_text(300, seed=i) for i in range(10)}
     for name, text in texts.items():

@@ -17,7 +17,7 @@ import pytest
 
 from scion_jax.data import make_eval_batches
 from scion_jax.train import base_config, train
-from scion_jax.train.config import eval_batch_count
+from scion_jax.train.config import eval_batch_count, validate
 from scion_jax.train.metrics import norm_log_device, read_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,6 +190,22 @@ def test_eval_sequences_give_every_batch_size_the_same_held_out_set(corpus):
 
     np.testing.assert_array_equal(held_out(4, eval_sequences=8), held_out(8, eval_sequences=8))
     assert len(held_out(4)) == 4 * 2 and len(held_out(8)) == 8 * 2  # eval_batches = 2
+
+
+def test_spread_held_out_set_is_logged_beside_the_first_and_changes_no_training(
+    corpus, tmp_path
+):
+    """`eval_spread_sequences`: a second held-out loss at every evaluation; training, the
+    first held-out set and the norms are bitwise those of the run without it."""
+    plain = train(tiny_config(corpus, steps=20), str(tmp_path / "plain"))
+    spread = train(tiny_config(corpus, steps=20, eval_spread_sequences=16), str(tmp_path / "s"))
+    assert plain["loss"] == spread["loss"]
+    rows = _rows_without_timing(tmp_path / "s")
+    assert [r["step"] for r in rows if "eval_spread_loss" in r] == [0, 10, 20]
+    assert all(r.pop("eval_spread_loss", 0) != r.get("eval_loss") for r in rows)
+    assert rows == _rows_without_timing(tmp_path / "plain")
+    with pytest.raises(ValueError, match="eval_spread_sequences=12 must be 0 or a positive"):
+        validate(tiny_config(corpus, eval_spread_sequences=12), n_devices=1)
 
 
 def test_sigterm_saves_and_exits(corpus, tmp_path):

@@ -213,10 +213,12 @@ def make_train_iterator(
 
 
 def make_eval_batches(
-    data_cfg: Any, *, seq_len: int, batch_size: int, num_batches: int
+    data_cfg: Any, *, seq_len: int, batch_size: int, num_batches: int, spread: bool = False
 ) -> list[dict[str, np.ndarray]]:
-    """Fixed eval batches: the first ``batch_size · num_batches`` packed sequences of the
-    held-out split, in corpus order (the same on every call)."""
+    """Fixed eval batches of ``batch_size · num_batches`` packed sequences of the held-out
+    split (the same on every call): its first ones in corpus order, or with `spread` ones
+    evenly spaced over the whole split, so that every held-out document group (play, book,
+    dictionary range, ...) is in the set in proportion to its tokens (±1 sequence)."""
     corpus = _corpus(data_cfg, "eval")
     if len(corpus.tokens) == 0:
         raise ValueError(
@@ -230,7 +232,9 @@ def make_eval_batches(
             f"tokens; {num_batches} batches of {batch_size} need "
             f"{batch_size * num_batches}."
         )
+    count = batch_size * num_batches
+    indices = np.arange(count) * n // count if spread else np.arange(count)
     return [
-        gather_sequences(corpus.tokens, np.arange(i * batch_size, (i + 1) * batch_size), seq_len)
+        gather_sequences(corpus.tokens, indices[i * batch_size : (i + 1) * batch_size], seq_len)
         for i in range(num_batches)
     ]

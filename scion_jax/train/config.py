@@ -99,6 +99,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_every = 100
     c.eval_batches = 4  # held-out batches of batch_size sequences, unless ...
     c.eval_sequences = 0  # ... > 0: this many held-out sequences, whatever the batch size
+    # > 0: also a second held-out set of this many sequences spread evenly over the whole
+    # held-out split (every held-out group in proportion), logged as "eval_spread_loss"
+    c.eval_spread_sequences = 0
     c.checkpoint_every = 100
     c.keep_checkpoints = 2  # the last N ...
     c.keep_every = 0  # ... plus every M steps (0: none) ...
@@ -215,11 +218,12 @@ def validate(
             raise ValueError(
                 f"config.keep_steps has {step!r}; each must be a step in [1, {config.steps}]."
             )
-    if config.eval_sequences % config.batch_size:
-        raise ValueError(
-            f"config.eval_sequences={config.eval_sequences} must be a multiple of "
-            f"batch_size={config.batch_size} (evaluated in batches of that size)."
-        )
+    for key in ("eval_sequences", "eval_spread_sequences"):
+        if config[key] < 0 or config[key] % config.batch_size:
+            raise ValueError(
+                f"config.{key}={config[key]} must be 0 or a positive multiple of "
+                f"batch_size={config.batch_size} (evaluated in batches of that size)."
+            )
     if config.branch.workdir and not 0 < config.branch.step < config.steps:
         raise ValueError(
             f"config.branch.step={config.branch.step} must be in [1, steps={config.steps})."

@@ -74,10 +74,11 @@ def plot_summary(metrics_path: str, png_path: str) -> None:
     rows = read_rows(metrics_path)
     fig = Figure(figsize=(10, 4))
     ax_loss, ax_norm = fig.subplots(1, 2)
-    for key, label in (("loss", "train"), ("eval_loss", "held-out")):
+    curves = (("loss", "train"), ("eval_loss", "held-out"), ("eval_spread_loss", "held-out spread"))
+    for key, label in curves:
         pts = [(r["tokens"], r[key]) for r in rows if key in r]
         if pts:
-            ax_loss.plot(*zip(*pts), label=label, marker="." if key == "eval_loss" else None)
+            ax_loss.plot(*zip(*pts), label=label, marker=None if key == "loss" else ".")
     ax_loss.set(xlabel="tokens", ylabel="loss (nats/token)", title="Loss")
     ax_loss.legend()
     pts = [(r["tokens"], r["output_norm"]) for r in rows if "output_norm" in r]

@@ -225,15 +225,22 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         process_count=jax.process_count(),
         num_steps=config.steps,  # with data.num_epochs set: fail now if the run would repeat data
     )
-    eval_batches = [
-        _global_batch(_process_slice(b), batch_sharding)
-        for b in data_lib.make_eval_batches(
-            config.data,
-            seq_len=config.seq_len,
-            batch_size=config.batch_size,
-            num_batches=config_lib.eval_batch_count(config),
-        )
-    ]
+    def held_out(num_batches: int, spread: bool = False) -> list:
+        return [
+            _global_batch(_process_slice(b), batch_sharding)
+            for b in data_lib.make_eval_batches(
+                config.data,
+                seq_len=config.seq_len,
+                batch_size=config.batch_size,
+                num_batches=num_batches,
+                spread=spread,
+            )
+        ]
+
+    eval_sets = {"eval_loss": held_out(config_lib.eval_batch_count(config))}
+    if config.eval_spread_sequences:
+        spread_batches = config.eval_spread_sequences // config.batch_size
+        eval_sets["eval_spread_loss"] = held_out(spread_batches, spread=True)
     keep_steps = tuple(config.keep_steps)
     checkpoints = Checkpoints(
         os.path.join(workdir, "checkpoints"),
@@ -256,8 +263,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     tokens_per_step = config.batch_size * config.seq_len
     flops_per_step = model_flops_per_token(model_cfg, config.seq_len) * tokens_per_step
 
-    def evaluate(params) -> float:
-        return float(np.mean([eval_loss(params, b) for b in eval_batches]))
+    def evaluate(params) -> dict[str, float]:
+        """The mean loss on each held-out set, by metric name."""
+        return {
+            name: float(np.mean([eval_loss(params, b) for b in batches]))
+            for name, batches in eval_sets.items()
+        }
 
     log_device = norm_log_device(mesh)
 
@@ -272,7 +283,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     row: dict[str, Any] = {}
     if start == 0:
         row = {"step": 0, "tokens": 0, "lr": float(schedule(0)), **norm_metrics(state["params"])}
-        row["eval_loss"] = evaluate(state["params"])
+        row.update(evaluate(state["params"]))
         writer.write(row)
         checkpoints.save(0, state, train_iter)
 
@@ -314,7 +325,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     row.update(norm_metrics(state["params"], prev))
                     prev = None
                 if evaluate_now:
-                    row["eval_loss"] = evaluate(state["params"])
+                    row.update(evaluate(state["params"]))
                 writer.write(row)
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
             bar.update(1)

@@ -20,7 +20,11 @@ atomically by this process only) records every point and its status. `--only` ru
 of the points. `--record_dir` keeps every finished run's `config.json` and `metrics.jsonl`
 (what the analysis reads; no checkpoints) in a second directory laid out like the sweep
 directory, e.g. one under version control: a sweep started on a fresh machine restores its
-finished runs from there instead of running them again. Locally a branch
+finished runs from there instead of running them again. SIGTERM to the local sweep's process
+group parks it: every running run saves a checkpoint and stops, no new run starts, and with
+`--record_dir` each stopped run's latest checkpoint, config and metrics are kept in
+`<record_dir>/runs/<name>/partial/` (≈ 1 MB at d 64), from which a sweep on another machine
+resumes the run bit for bit. Locally a branch
 starts as soon as its constant-LR run finishes; in batch modes the branches are a second
 command list / job array that waits for the first (`submit.sh`).
 """
@@ -32,8 +36,11 @@ import itertools
 import json
 import os
 import queue
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -182,6 +189,69 @@ def record_run(run_dir: str, record_dir: str) -> None:
             atomic_write_text(os.path.join(record_dir, name), f.read())
 
 
+PARTIAL = "partial"  # a stopped run's resumable state, under its record directory
+# How a run ends when the sweep is stopped: not started (None), saved and stopped by SIGTERM
+# (run.py exits 143), or killed by it before its handler was installed.
+STOPPED = (None, 143, -signal.SIGTERM)
+
+
+def latest_checkpoint(run_dir: str) -> int | None:
+    """The step of the run's latest complete checkpoint (orbax names it by its step only
+    once committed), or None."""
+    directory = os.path.join(run_dir, "checkpoints")
+    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(
+        directory) else []
+    return max(steps, default=None)
+
+
+def _copy_resumable(source: str, target: str, step: int) -> None:
+    """`target` := the RECORDED files of run directory `source` and its checkpoint at `step`,
+    replaced whole: built beside `target`, then renamed into place."""
+    building = f"{target}.tmp-{os.getpid()}"
+    shutil.rmtree(building, ignore_errors=True)
+    os.makedirs(os.path.join(building, "checkpoints"))
+    for name in RECORDED:
+        shutil.copy2(os.path.join(source, name), building)
+    shutil.copytree(os.path.join(source, "checkpoints", str(step)),
+                    os.path.join(building, "checkpoints", str(step)))
+    old = f"{target}.old"
+    if os.path.isdir(target):
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(target, old)
+    os.rename(building, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def park_run(run_dir: str, record_dir: str) -> int | None:
+    """Keep a stopped run's latest checkpoint, config and metrics in `record_dir/partial`;
+    the checkpoint's step, or None when the run has none past step 0 (nothing to keep)."""
+    step = latest_checkpoint(run_dir)
+    if not step:
+        return None
+    _copy_resumable(run_dir, os.path.join(record_dir, PARTIAL), step)
+    return step
+
+
+def restore_parked(record_dir: str, run_dir: str, config: dict) -> int | None:
+    """Start `run_dir` from its parked state in `record_dir` when that is further on than
+    the run directory's own checkpoint; the step it resumes from, or None."""
+    parked = os.path.join(record_dir, PARTIAL)
+    step = latest_checkpoint(parked)
+    if step is None or step <= (latest_checkpoint(run_dir) or 0):
+        return None
+    difference = config_difference(parked, config)
+    if difference:
+        raise ValueError(f"the parked run {parked} was made with a different config "
+                         f"({difference}); delete it to start the point afresh.")
+    shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
+    os.makedirs(os.path.join(run_dir, "checkpoints"))
+    shutil.copytree(os.path.join(parked, "checkpoints", str(step)),
+                    os.path.join(run_dir, "checkpoints", str(step)))
+    for name in RECORDED:
+        shutil.copy2(os.path.join(parked, name), run_dir)
+    return step
+
+
 def finished_record(record_dir: str, config: dict) -> bool:
     """Whether `record_dir` holds a finished run of this point (a record of another config
     is an error: it would stand for this point in every analysis)."""
@@ -229,6 +299,10 @@ def prepare_runs(
             here[name] = True
         elif here[name] and record_dir:
             record_run(run_dir(name), record(name))
+        elif record_dir:
+            step = restore_parked(record(name), run_dir(name), config)
+            if step is not None:
+                print(f"{name}: resumes from its parked checkpoint at step {step}.")
         index[name] = {"steps": config["steps"], "status": "done" if here[name] else "todo"}
         if parent:
             index[name]["parent"] = parent
@@ -272,7 +346,10 @@ def core_sets(workers: int, cpus_per_run: int) -> list[set[int]]:
     return [set(cpus[i * cpus_per_run : (i + 1) * cpus_per_run]) for i in range(workers)]
 
 
-def _run_local(run_dir: str, free_cores: queue.Queue | None) -> int:
+def _run_local(run_dir: str, free_cores: queue.Queue | None, stopping: threading.Event):
+    """The run's exit code; None if the sweep was stopped before it started."""
+    if stopping.is_set():
+        return None
     env = {
         **os.environ,
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={FLAGS.devices_per_run}",
@@ -280,14 +357,16 @@ def _run_local(run_dir: str, free_cores: queue.Queue | None) -> int:
     cores = free_cores.get() if free_cores else None
     try:
         with open(os.path.join(run_dir, "log.txt"), "a") as log:
-            return subprocess.run(
+            run = subprocess.Popen(
                 command(run_dir),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                check=False,
                 preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
-            ).returncode
+            )
+            if stopping.is_set():  # started as the group was signalled: it may have missed it
+                run.terminate()
+            return run.wait()
     finally:
         if cores:
             free_cores.put(cores)
@@ -357,12 +436,15 @@ def main(_):
         free_cores = queue.Queue()
         for cores in core_sets(FLAGS.workers, FLAGS.cpus_per_run):
             free_cores.put(cores)
-    failed = []
+    failed, parked = [], []
+    # SIGTERM (sent to the whole process group, so the runs get it too): start nothing new.
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     with (
         concurrent.futures.ThreadPoolExecutor(FLAGS.workers) as pool,
         tqdm(total=n_todo, unit="run", desc="sweep") as bar,
     ):
-        launch = lambda name: pool.submit(_run_local, run_dir(name), free_cores)
+        launch = lambda name: pool.submit(_run_local, run_dir(name), free_cores, stopping)
         # A finished run's branches start now; the others' when it finishes.
         ready = todo + [b for p, bs in children.items() if index[p]["status"] == "done" for b in bs]
         pending = {launch(n): n for n in ready}
@@ -370,13 +452,20 @@ def main(_):
             done, _ = concurrent.futures.wait(pending, return_when="FIRST_COMPLETED")
             for future in done:
                 name = pending.pop(future)
-                ok = future.result() == 0 and is_finished(run_dir(name), index[name]["steps"])
+                code = future.result()
+                ok = code == 0 and is_finished(run_dir(name), index[name]["steps"])
                 index[name]["status"] = "done" if ok else "failed"
                 if ok and FLAGS.record_dir:
                     record_run(run_dir(name), record(name))
+                    shutil.rmtree(os.path.join(record(name), PARTIAL), ignore_errors=True)
                 branches = children.get(name, [])
                 if ok:
                     pending.update({launch(b): b for b in branches})
+                elif stopping.is_set() and code in STOPPED:
+                    index[name]["status"] = "todo"
+                    step = park_run(run_dir(name), record(name)) if FLAGS.record_dir else None
+                    if step:
+                        parked.append(f"{name} (step {step})")
                 else:
                     failed.append(name)
                     for b in branches:  # never started: their constant-LR run failed
@@ -385,9 +474,13 @@ def main(_):
                     bar.update(len(branches))
                 save_index()
                 bar.update(1)
+    if parked:
+        print(f"parked {len(parked)} stopped runs in {FLAGS.record_dir}: {parked}")
     if failed:
         print(f"{len(failed)} runs failed (see their log.txt): {failed[:5]}")
         sys.exit(1)
+    if stopping.is_set():
+        sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ import glob
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import ml_collections
 import pytest
@@ -258,3 +260,53 @@ def test_select_and_prepare_runs_with_a_record(tmp_path):
     with pytest.raises(ValueError, match=r"the record .*c was made with a different config "
                                          r"\(steps: 3 there, 4 here\); delete it"):
         sweep.prepare_runs([("c", run, None)], str(sweep_dir), str(record))
+
+
+def test_sigterm_parks_running_runs_and_a_fresh_sweep_resumes_them_bitwise(tmp_path):
+    """SIGTERM to a local sweep's process group: the running run saves and stops, its
+    checkpoint is kept under the record directory, and a sweep in a new directory (a new
+    machine) resumes it to the uninterrupted run's metrics, bit for bit."""
+    corpus = _corpus(tmp_path)
+    config_path = tmp_path / "sweep_config.py"
+    config_path.write_text(
+        SWEEP_CONFIG.format(corpus=str(corpus / "*.txt"))
+        .replace('("batch_size", (4, 8)), ("schedule.name", ("constant", "bogus"))',
+                 '("batch_size", (4,)),')
+        .replace("s.max_tokens = 256",
+                 "s.max_tokens = 32 * 4 * 400\n    base.checkpoint_every = 20")
+    )
+    record, name = tmp_path / "record", "bs=4"
+    cmd = [sys.executable, os.path.join(ROOT, "experiments", "sweep.py"),
+           f"--config={config_path}", "--workers=1", f"--record_dir={record}"]
+    first = subprocess.Popen([*cmd, f"--sweep_dir={tmp_path / 'first'}"], start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "first" / "runs" / name / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 240
+        while not any(r["step"] >= 40 for r in read_rows(str(metrics))):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.2)
+        os.killpg(first.pid, signal.SIGTERM)
+        out, _ = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 143, out[-2000:]
+    assert "parked 1 stopped runs" in out
+    parked = record / "runs" / name / "partial"
+    step = max(int(d) for d in os.listdir(parked / "checkpoints"))
+    assert 40 <= step < 400 and not (record / "runs" / name / "metrics.jsonl").exists()
+
+    second = subprocess.run([*cmd, f"--sweep_dir={tmp_path / 'second'}"],
+                            capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resumes from its parked checkpoint at step {step}" in second.stdout
+    assert not parked.exists()  # finished and recorded: the parked state is dropped
+    whole = subprocess.run([*cmd[:-1], f"--sweep_dir={tmp_path / 'whole'}"],
+                           capture_output=True, text=True, timeout=400)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    timing = ("tokens_per_s", "model_flops_per_s")
+    rows = lambda d: [{k: v for k, v in r.items() if k not in timing}
+                      for r in read_rows(str(tmp_path / d / "runs" / name / "metrics.jsonl"))]
+    assert rows("second") == rows("whole") and rows("whole")[-1]["step"] == 400
+    assert rows(record) == rows("whole")

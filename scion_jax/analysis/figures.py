@@ -452,18 +452,23 @@ def fig_norm_transfer(reading: dict[str, Any], path: str, *,
                           f"per doubling → {fit['verdict']}")
     ax.axhline(paper[0], color="gray", ls=":", lw=1,
                label=f"paper: 2^({paper[0]:g} ± {paper[1]:g}), D = 2^29…2^37")
+    xs = [p["x_star"] for r in rows for p in r["per_b"] if p["ok"]]
+    ax.set_ylim(min(xs) - 0.3, max(*xs, paper[0]) + 0.5)  # bars running past it are clipped
     ax.set(xlabel="log2 D (tokens)", ylabel="optimal log2 output norm",
            title=f"Norm transfer across horizons: {reading['verdict']}")
-    ax.legend(fontsize=6.5, loc="lower right")
-    used = [r for r in rows if math.isfinite(r["log2_b_star"])]
-    bx.errorbar([r["log2_D"] for r in used], [r["log2_b_star"] for r in used],
-                yerr=[r["log2_b_star_se"] if math.isfinite(r["log2_b_star_se"]) else 0
-                      for r in used], fmt="ko", capsize=3, label="continuous (parabola in log2 B)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+    for used in (True, False):
+        r_ = [r for r in rows if math.isfinite(r["log2_b_star"]) and r["used"] == used]
+        bx.errorbar([r["log2_D"] for r in r_], [r["log2_b_star"] for r in r_],
+                    yerr=[r["log2_b_star_se"] if math.isfinite(r["log2_b_star_se"]) else 0
+                          for r in r_], fmt="o", color="k", mfc="k" if used else "white",
+                    capsize=3, label="continuous (parabola in log2 B)"
+                    + ("" if used else ", B edge (left out)"))
     disc = [r for r in rows if math.isfinite(r["b_star"])]
     bx.plot([r["log2_D"] for r in disc], [math.log2(r["b_star"]) for r in disc], "x",
             color="tab:red", label="discrete (lowest loss*)")
     for b in batches:
         bx.axhline(math.log2(b), color="0.85", lw=0.8, zorder=0)
     bx.set(xlabel="log2 D (tokens)", ylabel="log2 B*", title="B*(D), c = ln V")
-    bx.legend(fontsize=7)
+    bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     return _save(fig, path)

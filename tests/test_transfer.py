@@ -5,6 +5,7 @@ optimal norm at it with bootstrap intervals, edge marks and the decision rule's 
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -247,3 +248,26 @@ def test_point_fits_and_the_width_check_use_the_base_seed_only(tmp_path):
         assert abs(w["256"] - truth) < 0.2 and abs(w["512"] - truth) < 0.2, w
     assert "width check at D = 2^29, B 64: optimal log2 norm " in stdout
 
+
+def test_committed_transfer_json_and_report_state_the_same_verdict():
+    """Every study's transfer.json written by the decision rule and REPORT.md's verdict line
+    for it, "**Verdict (`<study>/transfer.json`): <verdict>**, slope <s> [<lo>, <hi>]", agree."""
+    results = os.path.join(ROOT, "experiments", "results")
+    with open(os.path.join(results, "REPORT.md")) as f:
+        stated = {m[0]: m[1:] for m in re.findall(
+            r"\*\*Verdict \(`([\w/]+)/transfer\.json`\): (\w+)\*\*, slope ([-+]\d\.\d\d) "
+            r"\[([-+]\d\.\d\d), ([-+]\d\.\d\d)\]", f.read())}
+    studies = []
+    for study in sorted(os.listdir(results)):
+        path = os.path.join(results, study, "transfer.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        if "rule" not in record:
+            continue
+        studies.append(study)
+        s = record["primary"]["fixed_c"]["slope"]
+        assert stated.get(study) == (record["verdict"], *(f"{s[k]:+.2f}" for k in (
+            "per_doubling", "lo", "hi"))), study
+    assert "cpu_horizon" in studies and sorted(stated) == studies

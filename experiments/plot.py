@@ -2,7 +2,7 @@
 
     python experiments/plot.py --sweep_dir=workdirs/sweep[,more,sweeps] \
         --out_dir=workdirs/sweep_plots [--vocab_size=V] [--k=7] [--window_log2=0] \
-        [--loss=loss|eval_loss] [--target_log2_norm=T]
+        [--loss=loss|eval_loss|eval_spread_loss] [--target_log2_norm=T]
 
 Per setup (everything held fixed while η, B and D vary; the largest is the primary) it fits
 the per-(D, B) optima (PAPER.md §5), the global η* law (Fig. 3b), B*(D) and η*(D) (Fig. 7),
@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,6 +39,7 @@ from scion_jax.analysis.collect import (  # noqa: E402
     Table,
     atomic_write_text,
     collect,
+    column,
     is_table_source,
     read_table,
     run_identity,
@@ -60,8 +62,9 @@ _WINDOW = flags.DEFINE_float(
 )
 _TARGET = flags.DEFINE_float("target_log2_norm", None,
                              "Norm target of Fig. 3a (default: the fitted common optimal norm).")
-_LOSS = flags.DEFINE_enum("loss", "loss", ["loss", "eval_loss"],
-                          "Which loss the optima are fitted to (train loss or held-out loss).")
+_LOSS = flags.DEFINE_string(
+    "loss", "loss", "Which loss the optima are fitted to: `loss` (training, over the window), "
+    "`eval_loss` or another held-out loss the runs log (`eval_spread_loss`).")
 _DROP_EXTRAPOLATED = flags.DEFINE_bool(
     "drop_extrapolated", False,
     "Leave optima whose vertex lies outside the fitted points out of the scaling fits.")
@@ -231,6 +234,8 @@ def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None 
         print(f"warning: {msg}")
     if not table:
         raise SystemExit(f"No usable runs under {', '.join(sweep_dirs)}.")
+    if not np.isfinite(column(table, loss_key)).any():
+        raise SystemExit(f"No run logs {loss_key!r} at a horizon.")
     write_csv(table, os.path.join(out_dir, "table.csv"))
     n_runs, n_rows = len({r["run"] for r in table}), len(table)
     print(f"{n_runs} runs, {n_rows} rows → {os.path.join(out_dir, 'table.csv')}")

@@ -27,6 +27,7 @@ from scion_jax.analysis.collect import (
     horizon_rows,
     read_csv,
     read_table,
+    run_identity,
     to_csv_text,
     write_csv,
 )
@@ -156,6 +157,22 @@ def test_horizon_rows_trailing_window_norm_at_or_after_and_overshoot():
     assert horizon_rows(cfg, _rows(10), horizons=[3]) == []  # 100 tokens > 1.5·8
     # default horizons 2^7..2^9 (100..1000 tokens logged); 2^7 is dropped: 200 > 1.5·128
     assert [r["log2_D"] for r in horizon_rows(cfg, _rows(10))] == [8, 9]
+
+
+def test_every_held_out_loss_is_read_over_its_own_evaluations():
+    """A second held-out set (`eval_spread_loss`, evaluated on other steps) gets its own
+    column, windowed like `eval_loss`; it is a measurement, not part of what a run is."""
+    cfg = {"optimizer.learning_rate": 0.25, "batch_size": 8}
+    rows = _rows(10, eval_every=2)
+    for r in rows:
+        if r["step"] % 3 == 0:
+            r["eval_spread_loss"] = float(r["step"])
+    (r,) = horizon_rows(cfg, rows, horizons=[9], window_log2=1.0)
+    assert r["eval_loss"] == pytest.approx(50.0)  # steps 4, 6
+    assert r["eval_spread_loss"] == pytest.approx(4.5)  # steps 3, 6
+    (plain,) = horizon_rows(cfg, _rows(10, eval_every=2), horizons=[9], window_log2=1.0)
+    assert "eval_spread_loss" not in plain
+    assert run_identity(r) == run_identity(plain)
 
 
 def test_nested_config_is_flattened(tmp_path):

@@ -1,102 +1,166 @@
-"""Norm transfer across horizons (scion_jax.analysis.transfer): optimal norm at B*(D) with
-error bars over seeds × k, and the plateau verdict, on synthetic sweeps with known truth."""
+"""Norm transfer across horizons (scion_jax.analysis.transfer): the continuous B*(D), the
+optimal norm at it with bootstrap intervals, edge marks and the decision rule's verdict
+(REPORT.md, "Decision rule for the plateau study"), on synthetic sweeps with known truth."""
 
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from scion_jax.analysis import collect, figures, fit_optima, transfer
+from scion_jax.analysis import collect, transfer
 from scion_jax.analysis.synthetic import Truth, make_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LRS = tuple(np.arange(-12.0, 0.01, 0.5))
+HORIZONS = range(25, 31)
+# B*(D) = 2^(k/2 − 7.25): 38 … 215 over the horizons, nearest the grid's smallest B (32) at
+# 2^25 and its largest (256) at 2^30, between grid points (never halfway) in between
+B0 = 7.25
+
+
+def _sweep(path, truth=Truth(b0=B0), noise=0.0):  # noqa: B008 (frozen)
+    make_sweep(str(path), truth, log2_lrs=LRS, batch_sizes=(32, 64, 128, 256),
+               max_log2_tokens=30, noise=noise, seed=3)
+    return str(path)
+
+
+def _table(sweep_dir):
+    return [dict(r, seed=0) for r in collect(sweep_dir, horizons=HORIZONS)]
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("transfer")
-    make_sweep(str(d), log2_lrs=tuple(np.arange(-12.0, 0.01, 0.5)),
-               batch_sizes=(32, 64, 128, 256), max_log2_tokens=30)
-    return str(d)
+    return _sweep(tmp_path_factory.mktemp("flat"))
 
 
 @pytest.fixture(scope="module")
 def table(sweep_dir):
-    return [dict(r, seed=0) for r in collect(sweep_dir, horizons=range(26, 31))]
+    return _table(sweep_dir)
 
 
-def test_horizon_study_cli_reports_the_plateau_and_the_held_out_check(sweep_dir, tmp_path):
+def test_horizon_study_cli_reads_a_flat_optimal_norm_as_a_plateau(sweep_dir, tmp_path):
     out = tmp_path / "report"
     run = subprocess.run(
         [sys.executable, os.path.join(ROOT, "experiments", "horizon_study.py"),
-         f"--sweep_dir={sweep_dir}", f"--out_dir={out}", "--min_log2_D=24",
-         "--fit_max_log2_D=28"],
+         f"--sweep_dir={sweep_dir}", f"--out_dir={out}", "--min_log2_D=25",
+         "--fit_max_log2_D=28", "--loss=eval_loss", "--window_log2=0.25", "--n_draws=100",
+         "--readouts=loss@0"],
         capture_output=True, text=True, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     record = json.loads((out / "transfer.json").read_text())
-    assert record["verdict"] == "constant" and record["plateau"]["n"] == 7  # D = 2^24…2^30
-    rms = record["predict_check"]["rms_log2_error"]  # the synthetic laws are exact
+    assert record["verdict"] == "plateau" and record["decided_by"] is None
+    primary = record["primary"]
+    assert primary["fixed_c"]["slope"]["horizons"] == [27, 28, 29]  # 2^30: B* at the B edge
+    assert abs(primary["fixed_c"]["slope"]["per_doubling"]) < 0.02
+    # beside it: the same with edges included, and the unwindowed training loss
+    assert [(r["loss"], r["window_log2"], r["include_edges"]) for r in record["readouts"]] == [
+        ("eval_loss", 0.25, True), ("loss", 0.0, False)]
+    assert all(r["verdict"] == "plateau" for r in record["readouts"])
+    rms = record["scaling"]["predict_check"]["rms_log2_error"]  # the synthetic laws are exact
     assert rms["log2_eta_iso_norm"] < 0.05 and rms["log2_eta_power_law"] < 0.05
-    assert set(record["horizon_scaling"]) == {"b_star", "eta_star"}
-    assert (out / "fig2a_norm_transfer.png").stat().st_size > 0
-    assert "longest plateau within ±0.3: 7 horizons" in run.stdout
-    assert abs(record["trend"]["per_doubling"]) < 0.05  # the synthetic optimal norm is fixed
-    assert "trend over every horizon: " in run.stdout
+    assert record["scaling"]["horizons"] == [26, 27, 28, 29]
+    assert record["scaling"]["b_star"]["exponent"] == pytest.approx(Truth().e, abs=0.03)
+    assert (out / "fig2a_norm_transfer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "\nverdict: plateau" in run.stdout
 
 
-def test_optimal_norm_at_b_star_is_the_truth_at_every_horizon(table, tmp_path):
-    rows = transfer.horizon_estimates(table)
-    assert [r["log2_D"] for r in rows] == [26, 27, 28, 29, 30]
-    for r in rows:
-        assert r["n"] == 3 and r["in_range"]
-        assert abs(r["x_star"] - Truth().x00) < 0.2, r
-    plateau = transfer.longest_plateau(rows)
-    assert plateau["n"] == 5 and abs(plateau["centre"] - Truth().x00) < 0.2
-    path = figures.fig_norm_transfer(rows, fit_optima(table), str(tmp_path / "f.png"),
-                                     plateau=plateau)
-    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+def test_continuous_b_star_and_the_optimal_norm_at_it_are_the_truth(table, tmp_path):
+    curve = transfer.horizon_curve(transfer.primary_optima(table))
+    truth = Truth(b0=B0)
+    assert [r["log2_D"] for r in curve] == list(HORIZONS)
+    assert "smallest B" in curve[0]["b_edge"]
+    for r in curve[1:-1]:
+        assert r["log2_b_star"] == pytest.approx(truth.log2_b_star(r["log2_D"]), abs=0.05), r
+        assert r["x_star"] == pytest.approx(truth.x00, abs=0.05), r
+        assert r["used"] and not r["b_edge"]
+    # 2^30: B* = 256, the grid's largest B: marked, left out, its vertex kept for the table
+    assert "largest B" in curve[-1]["b_edge"] and not curve[-1]["used"]
+    assert transfer.longest_used(curve)[-1]["log2_D"] == 29
+    assert transfer.horizon_curve(transfer.primary_optima(table), include_edges=True)[-1]["used"]
 
 
-def test_a_second_seed_replaces_its_runs_and_widens_the_error_bars(table):
-    # seed 1 repeats every run with a loss 0.01 lower at the largest η of each sweep only:
-    # its optimum moves towards larger norms, seed 0's does not.
-    top = {}
-    for r in table:
-        key = (r["batch_size"], r["log2_D"])
-        top[key] = max(top.get(key, -math.inf), r["log2_lr"])
-    seed1 = [dict(r, seed=1, loss=r["loss"] - 0.01 * (r["log2_lr"] >= top[(r["batch_size"],
-             r["log2_D"])] - 2.0)) for r in table]
+def _verdict(path, truth, noise):
+    t = _table(_sweep(path, truth, noise))
+    return transfer.read_out(t, n_draws=300)
+
+
+def test_a_slope_of_0_3_per_doubling_is_rising(tmp_path):
+    read = _verdict(tmp_path, Truth(r=0.3, b0=B0), 0.0)
+    assert read["verdict"] == "rising" and "decided_by" not in read
+    for fit in ("fixed_c", "free_c"):
+        assert read[fit]["slope"]["per_doubling"] == pytest.approx(0.3, abs=0.03)
+
+
+def test_a_slope_of_0_15_with_realistic_noise_is_undecided(tmp_path):
+    """Held-out noise like cpu_horizon's (0.01 nats per evaluation): the slope is
+    measured, its interval holds the truth, and the rule does not decide."""
+    read = _verdict(tmp_path, Truth(r=0.15, b0=B0), 0.01)
+    assert read["verdict"] == "undecided" and "decided_by" in read
+    s = read["fixed_c"]["slope"]
+    assert s["lo"] < 0.15 < s["hi"] and s["hi"] - s["lo"] > 0.01
+    assert s["n_finite"] >= 0.9 * s["n_draws"]
+
+
+def test_the_decision_rule_and_the_horizon_that_would_decide_it():
+    assert transfer.decide(0.05, -0.05, 0.15) == "plateau"
+    assert transfer.decide(0.05, -0.1, 0.25) == "undecided"  # cannot exclude 0.2
+    assert transfer.decide(0.3, 0.15, 0.45) == "rising"
+    assert transfer.decide(0.3, 0.05, 0.55) == "undecided"  # cannot exclude 0.1
+    assert transfer.decide(0.15, 0.14, 0.16) == "undecided"  # between the thresholds
+    # slowing by 0.1 per doubling: 0.15 over 2^22…2^24 (0.25 one horizon earlier)
+    curve = [{"log2_D": 20 + i, "x_star": x, "used": True}
+             for i, x in enumerate([5.0, 5.4, 5.7, 5.9, 6.0])]
+    s = transfer.slope(curve[-3:])
+    assert s == pytest.approx(0.15)
+    p = transfer.projection(curve, s, s - 0.05, s + 0.05)
+    assert (p["log2_D"], p["verdict"]) == (25, "plateau")
+    assert p["projected_slope"] == pytest.approx(0.05)
+    assert p["change_per_doubling"] == pytest.approx(-0.1)
+    assert transfer.projection(curve, s, s - 0.5, s + 0.5)["log2_D"] is None  # too noisy
+
+
+def test_eta_edge_optima_are_marked_and_left_out_of_b_star(tmp_path):
+    """B 64's grid stops below its η* (lowest loss at the largest η), B 128's starts above
+    it (at the smallest): both are marked and left out, unless asked."""
+    truth = Truth(b0=B0)
+    eta = {b: lambda d, b=b: truth.log2_eta_star(math.log2(b), d) for b in (64, 128)}
+    rows = [r for r in _table(_sweep(tmp_path, truth))
+            if not (r["batch_size"] == 64 and r["log2_lr"] > eta[64](r["log2_D"]) - 1.0)
+            and not (r["batch_size"] == 128 and r["log2_lr"] < eta[128](r["log2_D"]) + 1.0)]
+    optima = transfer.primary_optima(rows)
+    assert {o.eta_edge for o in optima if o.batch_size == 64} == {"high"}
+    assert {o.eta_edge for o in optima if o.batch_size == 128} == {"low"}
+    assert {o.eta_edge for o in optima if o.batch_size in (32, 256)} == {""}
+    for r in transfer.horizon_curve(optima):
+        assert r["batch_sizes"] == [32, 256]
+        assert [p["eta_edge"] for p in r["per_b"]] == ["", "high", "low", ""]
+        assert not r["used"] and r["b_edge"]  # 2 B left, or B* at the grid's edge
+    kept = transfer.horizon_curve(optima, include_edges=True)
+    assert all(r["batch_sizes"] == [32, 64, 128, 256] for r in kept)
+
+
+def test_ks_that_fit_the_same_points_are_reported_once(table):
+    assert [k["k"] for k in transfer.distinct_ks(table, (5, 7, 9))] == [5, 7, 9]
+    seven = [r for r in table if -9.0 <= r["log2_lr"] <= -6.0]  # 7 runs per sweep
+    assert [k["k"] for k in transfer.distinct_ks(seven, (5, 7, 9))] == [5, 7]
+
+
+def test_each_seed_is_fitted_on_its_own_runs_only(table):
+    """Seed 1 repeats the 3 runs nearest each optimum: its fits use those 3, never seed 0's."""
+    seed1 = []
+    for o in transfer.primary_optima(table):
+        group = [r for r in table if (r["log2_D"], r["batch_size"]) == (o.log2_D, o.batch_size)]
+        group.sort(key=lambda r: abs(r["log2_norm"] - o.x_star))
+        seed1 += [dict(r, seed=1) for r in group[:3]]
     tables = transfer.seed_tables(table + seed1)
-    assert sorted(tables) == [0, 1] and len(tables[1]) == len(table)
-    assert all(t["seed"] == 1 for t in tables[1])
-    rows = transfer.horizon_estimates(table + seed1)
-    assert all(r["n"] == 6 for r in rows)
-    assert any(r["x_hi"] - r["x_lo"] > 0.05 for r in rows)
-    alone = {r["log2_D"]: r["x_star"] for r in transfer.horizon_estimates(table)}
-    assert all(r["x_hi"] >= alone[r["log2_D"]] - 1e-9 for r in rows)
-
-
-def _rows(xs, in_range=None):
-    in_range = in_range or [True] * len(xs)
-    return [{"log2_D": 17 + i, "x_star": x, "in_range": ok}
-            for i, (x, ok) in enumerate(zip(xs, in_range, strict=True))]
-
-
-def test_longest_plateau():
-    rising = transfer.longest_plateau(_rows([4.0, 4.7, 5.4, 6.1, 6.8]))
-    assert rising["n"] == 1
-    levelling = transfer.longest_plateau(_rows([4.0, 5.0, 6.0, 6.4, 6.2, 6.55, 7.5]))
-    assert (levelling["start"], levelling["end"], levelling["n"]) == (19, 22, 4)
-    assert levelling["centre"] == pytest.approx(6.275)
-    broken = transfer.longest_plateau(_rows([6.0, 6.1, 6.0, 6.1], [True, True, False, True]))
-    assert broken["n"] == 2
-    steps = transfer.longest_plateau(_rows([4.7, 5.25, 5.77, 5.75, 6.19, 6.55, 6.65]))
-    assert (steps["start"], steps["end"]) == (21, 23)  # two of 3: the later one
+    assert sorted(tables) == [0, 1] and tables[1] == seed1 and tables[0] == table
+    assert {o.fit.n for o in transfer.primary_optima(tables[1])} == {3}
 
 
 def test_run_times_come_from_metrics_and_from_beside_a_table_source(tmp_path):
@@ -148,8 +212,8 @@ def _with_seed(src, dst, seed, batch_sizes=None, tilt=0.0):
 
 
 def test_point_fits_and_the_width_check_use_the_base_seed_only(tmp_path):
-    """A second seed repeating some runs changes the error bars, never the one fit per
-    (setup, B, D): B*(D), η*(D), the global fit, fits.json and the width check are those of
+    """A second seed repeating some runs is read out on its own, never changing the base
+    seed's fits: B*(D), η*(D), the global fit, fits.json and the width check are those of
     the base seed alone. The width check compares d_model 256 and 512 at every (D, B),
     where the synthetic optimal norm is the same."""
     widths = tmp_path / "widths"
@@ -163,19 +227,19 @@ def test_point_fits_and_the_width_check_use_the_base_seed_only(tmp_path):
         run = subprocess.run(
             [sys.executable, os.path.join(ROOT, "experiments", "horizon_study.py"),
              "--sweep_dir=" + ",".join(str(tmp_path / d) for d in dirs.split(",")),
-             f"--out_dir={out}", "--min_log2_D=24", "--fit_max_log2_D=27"],
+             f"--out_dir={out}", "--min_log2_D=24", "--fit_max_log2_D=27", "--n_draws=50"],
             capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-2000:]
         records[name] = (json.loads((out / "transfer.json").read_text()),
                          json.loads((out / "fits.json").read_text()), run.stdout)
     (alone, fits_alone, _), (both, fits_both, stdout) = records["alone"], records["both"]
-    for key in ("horizon_scaling", "global", "predict_check", "width_check"):
+    for key in ("primary", "scaling", "width_check", "verdict"):
         assert both[key] == alone[key], key
     assert fits_both["setups"] == fits_alone["setups"]
     assert fits_both["seeds"] == {"fitted": 0, "other": [1]}
     assert fits_both["n_runs"] == fits_alone["n_runs"] + 50  # seed 1's runs are in table.csv
-    assert any(a["x_hi"] - a["x_lo"] > b["x_hi"] - b["x_lo"] + 0.05
-               for a, b in zip(both["horizons"], alone["horizons"], strict=True))
+    (seed1,) = [r for r in both["readouts"] if r["seed"] == 1]
+    assert all(p["batch_size"] == 64 for r in seed1["fixed_c"]["horizons"] for p in r["per_b"])
     checked = both["width_check"]
     assert {(w["log2_D"], w["batch_size"]) for w in checked} == {
         (d, b) for d in range(24, 30) for b in (32, 64, 128)}
@@ -183,3 +247,27 @@ def test_point_fits_and_the_width_check_use_the_base_seed_only(tmp_path):
         truth = Truth().x_star(math.log2(w["batch_size"]), w["log2_D"])
         assert abs(w["256"] - truth) < 0.2 and abs(w["512"] - truth) < 0.2, w
     assert "width check at D = 2^29, B 64: optimal log2 norm " in stdout
+
+
+def test_committed_transfer_json_and_report_state_the_same_verdict():
+    """Every study's transfer.json written by the decision rule and REPORT.md's verdict line
+    for it, "**Verdict (`<study>/transfer.json`): <verdict>**, slope <s> [<lo>, <hi>]", agree."""
+    results = os.path.join(ROOT, "experiments", "results")
+    with open(os.path.join(results, "REPORT.md")) as f:
+        stated = {m[0]: m[1:] for m in re.findall(
+            r"\*\*Verdict \(`([\w/]+)/transfer\.json`\): (\w+)\*\*, slope ([-+]\d\.\d\d) "
+            r"\[([-+]\d\.\d\d), ([-+]\d\.\d\d)\]", f.read())}
+    studies = []
+    for study in sorted(os.listdir(results)):
+        path = os.path.join(results, study, "transfer.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        if "rule" not in record:
+            continue
+        studies.append(study)
+        s = record["primary"]["fixed_c"]["slope"]
+        assert stated.get(study) == (record["verdict"], *(f"{s[k]:+.2f}" for k in (
+            "per_doubling", "lo", "hi"))), study
+    assert "cpu_horizon" in studies and sorted(stated) == studies

@@ -10,8 +10,9 @@ nearest logged norm step at or after that step.
 A sweep directory holds one run directory per point, each with `config.json` (the run's
 config, flattened `optimizer.learning_rate` keys or nested as the trainer writes it) and
 `metrics.jsonl` (one JSON object per logged step: `step`, `tokens`, `loss`, `lr`, and on some
-steps `output_norm`, `eval_loss`). The table is a list of dict rows; it round-trips through
-CSV with `write_csv` / `read_csv`. Only numpy and the standard library are used.
+steps `output_norm` and held-out losses: `eval_loss`, and any other `eval_<set>_loss`, e.g.
+`eval_spread_loss`, each read like `eval_loss`). The table is a list of dict rows; it
+round-trips through CSV with `write_csv` / `read_csv`. Only numpy and the standard library are used.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import csv
 import json
 import math
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
@@ -34,9 +36,11 @@ LR_KEY = "optimizer.learning_rate"
 BATCH_KEY = "batch_size"
 # The first columns of the CSV, in this order; every flattened config key follows, sorted.
 CORE_COLUMNS = (
-    "run", "log2_D", "D", "step", "tokens", "loss", "eval_loss", "output_norm", "log2_norm",
-    "norm_step", "input_norm", "hidden_norm", "log2_lr", "log2_B",
+    "run", "log2_D", "D", "step", "tokens", "loss", "eval_loss", "eval_spread_loss", "output_norm",
+    "log2_norm", "norm_step", "input_norm", "hidden_norm", "log2_lr", "log2_B",
 )
+# Held-out losses a run may log (`eval_loss`, `eval_spread_loss`, …): one column each.
+EVAL_KEY = re.compile(r"eval(_\w+)?_loss")
 # Mean norm of each other layer group, from the trainer's per-layer norm keys (Fig. 9).
 GROUP_NORM_PREFIXES = {"input_norm": "l1_to_rms/", "hidden_norm": "rms_to_rms/"}
 
@@ -157,8 +161,9 @@ def horizon_rows(
     """The table rows of one run: one per horizon D = 2^k (PAPER.md §5).
 
     For each k: the first logged step with tokens ≥ D gives `loss` (the mean of it and the
-    logged losses before it back to D·2^-window_log2), `eval_loss` likewise over the eval
-    points (NaN if none), and
+    logged losses before it back to D·2^-window_log2), `eval_loss` and every other held-out
+    loss the run logs (`EVAL_KEY`) likewise over their own eval points (`eval_loss` NaN if
+    none), and
     `output_norm` (with `input_norm`, `hidden_norm`: the mean norm of those layer groups) at
     the first norm step at or after it (NaN if none). Horizons whose first
     logged tokens exceed `max_overshoot`·D (too coarse a log) are left out; `None` keeps all.
@@ -169,7 +174,8 @@ def horizon_rows(
     steps, tokens, loss = _series(rows, "loss")
     if len(tokens) == 0:
         return []
-    _, ev_tokens, ev_loss = _series(rows, "eval_loss")
+    eval_keys = sorted({k for r in rows for k in r if EVAL_KEY.fullmatch(k)} | {"eval_loss"})
+    evals = {key: _series(rows, key)[1:] for key in eval_keys}
     n_steps, n_tokens, norm = _series(rows, "output_norm")
     groups = {col: _group_norm_series(rows, prefix) for col, prefix in GROUP_NORM_PREFIXES.items()}
     if horizons is None:
@@ -192,9 +198,10 @@ def horizon_rows(
                     "loss": _trailing_mean(tokens, loss, i, d, window_log2), "eval_loss": math.nan,
                     "output_norm": math.nan, "log2_norm": math.nan, "norm_step": math.nan,
                     "input_norm": math.nan, "hidden_norm": math.nan}
-        j = _first_at_or_after(ev_tokens, d)
-        if j is not None and (max_overshoot is None or ev_tokens[j] <= max_overshoot * d):
-            row["eval_loss"] = _trailing_mean(ev_tokens, ev_loss, j, d, window_log2)
+        for key, (ev_tokens, ev_loss) in evals.items():
+            j = _first_at_or_after(ev_tokens, d)
+            if j is not None and (max_overshoot is None or ev_tokens[j] <= max_overshoot * d):
+                row[key] = _trailing_mean(ev_tokens, ev_loss, j, d, window_log2)
         m = int(np.searchsorted(n_steps, steps[i], side="left"))
         if m < len(n_steps) and (max_overshoot is None or n_tokens[m] <= max_overshoot * d):
             row["output_norm"] = float(norm[m])
@@ -251,10 +258,10 @@ def is_table_source(path: str) -> bool:
 
 
 def run_identity(row: Row) -> tuple:
-    """What a run is: its config, the row's columns other than the run name and
-    CORE_COLUMNS (empty values left out, as a CSV round trip drops them)."""
-    return tuple(sorted((k, v) for k, v in row.items()
-                        if k != "run" and k not in CORE_COLUMNS and v not in (None, "")))
+    """What a run is: its config, the row's columns other than the run name, CORE_COLUMNS
+    and held-out losses (empty values left out, as a CSV round trip drops them)."""
+    return tuple(sorted((k, v) for k, v in row.items() if k != "run" and k not in CORE_COLUMNS
+                        and not EVAL_KEY.fullmatch(k) and v not in (None, "")))
 
 
 def read_table(path: str, *, window_log2: float, allow_partial: bool = False) -> Table:

@@ -404,38 +404,71 @@ __all__ = ["fig_compare_setups", "fig_eta_star", "fig_first_reach", "fig_layer_n
            "fig_optima_by_model", "in_setup", "setup_label"]
 
 
-def fig_norm_transfer(rows: Sequence[dict[str, Any]], optima: Sequence[Optimum], path: str, *,
-                      plateau: dict[str, Any] | None = None, tol: float = 0.3,
+def fig_norm_transfer(reading: dict[str, Any], path: str, *,
                       paper: tuple[float, float] = (7.0, 0.2)) -> str:
-    """The optimal log2 output norm against the horizon D: at B*(D) with error bars (the
-    spread over seeds and fits, `transfer.horizon_estimates`, labelled with B*), and each
-    B's own optimum as a thin line; the longest plateau within ±tol shaded; the paper's
-    2^(7.0 ± 0.2) as a dashed band."""
+    """The optimal log2 output norm against the horizon D, from `transfer.read_out`.
+
+    Left: each B's own optimum (thin lines; hollow where its lowest loss is at the η grid's
+    edge, left out of the fits), the optimal norm at the continuous B*(D) with its bootstrap
+    95% interval (black; hollow where B* is at the B grid's edge, left out), the free-c
+    fits' beside it (grey), the slope over the longest horizons that decides the verdict
+    (dashed), the paper's 2^(7.0 ± 0.2) (dotted). Right: log2 B*(D), continuous ± its
+    standard error, and the discrete B*."""
+    fixed, free = reading["fixed_c"], reading["free_c"]
+    rows = fixed["horizons"]
     if not rows:
         raise ValueError("no horizons to draw")
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ok = [o for o in optima if o.ok]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
     cmap = plt.get_cmap("viridis")
-    batches = sorted({o.batch_size for o in ok})
+    batches = sorted({p[BATCH_KEY] for r in rows for p in r["per_b"]})
     for i, b in enumerate(batches):
-        pts = sorted((o for o in ok if o.batch_size == b), key=lambda o: o.log2_D)
-        ax.plot([2**o.log2_D for o in pts], [o.x_star for o in pts], "-", lw=0.8, alpha=0.6,
-                color=cmap(i / max(len(batches) - 1, 1) * 0.9), label=f"B = {b:g}")
-    d = np.array([2 ** r["log2_D"] for r in rows])
-    x = np.array([r["x_star"] for r in rows])
-    err = np.array([[r["x_star"] - r["x_lo"], r["x_hi"] - r["x_star"]] for r in rows]).T
-    ax.errorbar(d, x, yerr=err, fmt="ko", ms=5, capsize=3, label="at B*(D) (seeds × k)")
-    for r, xi, di in zip(rows, x, d, strict=True):
-        ax.annotate(f"B*={r['b_star']:g}", (di, xi), fontsize=7, xytext=(4, -10),
-                    textcoords="offset points")
-    if plateau and plateau.get("n", 0) >= 2:
-        ax.axvspan(2 ** plateau["start"], 2 ** plateau["end"], color="orange", alpha=0.2)
-        ax.axhspan(plateau["centre"] - tol, plateau["centre"] + tol, color="orange", alpha=0.2,
-                   label=f"plateau: {plateau['n']} horizons within ±{tol:g}")
-    ax.axhline(paper[0], color="gray", ls="--", lw=1,
+        col = cmap(i / max(len(batches) - 1, 1) * 0.9)
+        pts = [(r["log2_D"], p) for r in rows for p in r["per_b"]
+               if p[BATCH_KEY] == b and p["ok"]]
+        ax.plot([d for d, _ in pts], [p["x_star"] for _, p in pts], "-", lw=0.9, alpha=0.7,
+                color=col, label=f"B = {b:g}")
+        for d, p in pts:
+            ax.plot(d, p["x_star"], "o", ms=4, color=col, mfc="none" if p["eta_edge"] else col)
+    ax.plot([], [], "o", ms=4, color="0.4", mfc="none", label="η-edge optimum (left out)")
+    for fit, col, dx, name in ((fixed, "k", 0.0, "c = ln V"), (free, "0.55", 0.08, "free c")):
+        for used in (True, False):
+            r_ = [r for r in fit["horizons"] if r["used"] == used and math.isfinite(r["x_star"])]
+            if not r_:
+                continue
+            d = np.array([r["log2_D"] for r in r_]) + dx
+            x = np.array([r["x_star"] for r in r_])
+            err = np.array([[max(r["x_star"] - r["x_lo"], 0), max(r["x_hi"] - r["x_star"], 0)]
+                            if math.isfinite(r["x_lo"]) else [0, 0] for r in r_]).T
+            ax.errorbar(d, x, yerr=err, fmt="s" if name == "free c" else "o", ms=6, capsize=3,
+                        color=col, mfc=col if used else "white", zorder=3,
+                        label=f"at B*(D), {name}" + ("" if used else ", B edge (left out)"))
+        s = fit["slope"]
+        if math.isfinite(s["per_doubling"]):
+            chosen = [r for r in fit["horizons"] if r["log2_D"] in s["horizons"]]
+            d = np.array([r["log2_D"] for r in chosen])
+            x = np.array([r["x_star"] for r in chosen])
+            ax.plot(d + dx, x.mean() + s["per_doubling"] * (d - d.mean()), "--", color=col, lw=1.2,
+                    label=f"{name}: {s['per_doubling']:+.2f} [{s['lo']:+.2f}, {s['hi']:+.2f}] "
+                          f"per doubling → {fit['verdict']}")
+    ax.axhline(paper[0], color="gray", ls=":", lw=1,
                label=f"paper: 2^({paper[0]:g} ± {paper[1]:g}), D = 2^29…2^37")
-    _log2_tokens_axis(ax)
-    ax.set(ylabel="optimal log2 output norm",
-           title="Norm transfer across horizons (Fig. 2a style)")
-    ax.legend(fontsize=7)
+    xs = [p["x_star"] for r in rows for p in r["per_b"] if p["ok"]]
+    ax.set_ylim(min(xs) - 0.3, max(*xs, paper[0]) + 0.5)  # bars running past it are clipped
+    ax.set(xlabel="log2 D (tokens)", ylabel="optimal log2 output norm",
+           title=f"Norm transfer across horizons: {reading['verdict']}")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+    for used in (True, False):
+        r_ = [r for r in rows if math.isfinite(r["log2_b_star"]) and r["used"] == used]
+        bx.errorbar([r["log2_D"] for r in r_], [r["log2_b_star"] for r in r_],
+                    yerr=[r["log2_b_star_se"] if math.isfinite(r["log2_b_star_se"]) else 0
+                          for r in r_], fmt="o", color="k", mfc="k" if used else "white",
+                    capsize=3, label="continuous (parabola in log2 B)"
+                    + ("" if used else ", B edge (left out)"))
+    disc = [r for r in rows if math.isfinite(r["b_star"])]
+    bx.plot([r["log2_D"] for r in disc], [math.log2(r["b_star"]) for r in disc], "x",
+            color="tab:red", label="discrete (lowest loss*)")
+    for b in batches:
+        bx.axhline(math.log2(b), color="0.85", lw=0.8, zorder=0)
+    bx.set(xlabel="log2 D (tokens)", ylabel="log2 B*", title="B*(D), c = ln V")
+    bx.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     return _save(fig, path)

@@ -120,7 +120,8 @@ class Optimum:
     log2_eta_star are then NaN, and the empirical minimum (`*_emp`) is all there is.
     `log2_eta_star`: LR of the run whose log2 norm is nearest the vertex (the paper's η*);
     `log2_eta_interp`: log2 η interpolated at the vertex along the sweep (norm is monotone
-    in η, Fig. 1b).
+    in η, Fig. 1b). `eta_edge`: "low" / "high" when the lowest measured loss is at the
+    smallest / largest η of the sweep (the optimum may lie beyond the grid), else "".
     """
 
     setup: tuple[tuple[str, Any], ...]
@@ -140,6 +141,7 @@ class Optimum:
     log2_eta_emp: float
     in_range: bool = True  # the vertex lies within the fitted points (not extrapolated)
     free_c: bool = False  # the optimum comes from the free-c fit
+    eta_edge: str = ""
 
     @property
     def log2_B(self) -> float:
@@ -201,6 +203,8 @@ def fit_optima(table: Sequence[Row], *, vocab_size: int | None = None, k: int = 
                 pass
         main = fits["fixed"] if c is not None and not free_c else fits["free"]
         i_emp = int(np.argmin(y))
+        eta_edge = ("low" if lr[i_emp] == lr.min() else "high" if lr[i_emp] == lr.max()
+                    else "")
         ok = main is not None and main.has_minimum
         if main is None:
             flag = "too few distinct points"
@@ -222,7 +226,7 @@ def fit_optima(table: Sequence[Row], *, vocab_size: int | None = None, k: int = 
             log2_eta_interp=eta_interp, ok=ok, flag=flag, fixed=fits["fixed"],
             free=fits["free"], n_runs=len(x), x_emp=float(x[i_emp]), loss_emp=float(y[i_emp]),
             log2_eta_emp=float(lr[i_emp]), in_range=bool(main is not None and main.in_range),
-            free_c=main is fits["free"]))
+            free_c=main is fits["free"], eta_edge=eta_edge))
     return optima
 
 

@@ -5,11 +5,12 @@ The model mimics the paper's phenomenology (PAPER.md §6) in closed form:
   growing with tokens T and with η;
 - loss (Fig. 1a): a parabola in x = log2 N through the init point (x = 0, loss = ln V)
   with minimum L*(D, B) = Lmin(D) + λ·(log2 B − log2 B*(D))² − g·log2(d/256), where
-  log2 B*(D) = e·log2 D − b0 (Fig. 7), and vertex x0 = x00 + s·(log2 B − log2 B*(D)):
-  at B*(D) the optimal norm is x00 for every D and width (norm transfer, Fig. 2), and
-  within a horizon it falls with B for s < 0 (Fig. 2a);
-- hence log2 η*(B, D) = α·log2 B + β·log2 D + γ with α = s − v, β = −s·e − w,
-  γ = x00 + s·b0 − c0 (Fig. 3b; width shifts γ by −u·log2(d/256)), and the first η
+  log2 B*(D) = e·log2 D − b0 (Fig. 7), and vertex
+  x0 = x00 + r·(log2 D − d0) + s·(log2 B − log2 B*(D)): at B*(D) the optimal norm is x00
+  for every D and width when r = 0 (norm transfer, Fig. 2; r ≠ 0 makes it rise by r per
+  doubling of D), and within a horizon it falls with B for s < 0 (Fig. 2a);
+- hence log2 η*(B, D) = α·log2 B + β·log2 D + γ with α = s − v, β = r − s·e − w,
+  γ = x00 − r·d0 + s·b0 − c0 (Fig. 3b; width shifts γ by −u·log2(d/256)), and the first η
   reaching norm 2^t obeys log2 η = −v·log2 B − w·log2 D + (t − c0) (Fig. 3a).
 Optional LR-scale configurations (Fig. 4) raise L* by μ·Σ (log2 scale − log2 best)².
 L* is softly capped below ln V (only at tiny D), so every sweep is an upright parabola.
@@ -35,6 +36,8 @@ class Truth:
     c0: float = 0.0
     u: float = 0.3
     x00: float = 7.0
+    r: float = 0.0
+    d0: float = 30.0
     s: float = -0.3
     lam: float = 0.01
     e: float = 0.5
@@ -50,11 +53,11 @@ class Truth:
 
     @property
     def beta(self) -> float:
-        return -self.s * self.e - self.w
+        return self.r - self.s * self.e - self.w
 
     @property
     def gamma(self) -> float:
-        return self.x00 + self.s * self.b0 - self.c0
+        return self.x00 - self.r * self.d0 + self.s * self.b0 - self.c0
 
     def log2_b_star(self, log2_d: float) -> float:
         return self.e * log2_d - self.b0
@@ -64,7 +67,8 @@ class Truth:
                 + self.u * math.log2(width / 256))
 
     def x_star(self, log2_b: float, log2_d: float) -> float:
-        return self.x00 + self.s * (log2_b - self.log2_b_star(log2_d))
+        return (self.x00 + self.r * (log2_d - self.d0)
+                + self.s * (log2_b - self.log2_b_star(log2_d)))
 
     def loss_star(self, log2_d: float, log2_b: float, width: int = 256) -> float:
         lmin = 2.0 + 20.0 * 2.0 ** (-0.15 * log2_d)

@@ -1,106 +1,301 @@
-"""Norm transfer across horizons: the optimal output norm at B*(D) with error bars, and
-whether it stops moving with D (PAPER.md §6.2, Fig. 2a: 2^(7.0 ± 0.2) for D = 2^29…2^37).
+"""Norm transfer across horizons (PAPER.md §6.2, Fig. 2a: 2^(7.0 ± 0.2) for D = 2^29…2^37):
+the optimal output norm at B*(D), its slope over log2 D, and the verdict of the decision rule
+in experiments/results/REPORT.md ("Decision rule for the plateau study").
 
-Error bars come from refitting: every (seed, k) pair gives one estimate of each horizon's
-optimum, from `fit_optima` with the k points nearest the empirical minimum on that seed's
-table. A seed's table is the base seed's, with the rows of every (η, B, D) it repeated
-replaced by its own (studies repeat only the runs near each optimum), so the spread over
-seeds is the run-to-run noise where it matters and the spread over k the fit's sensitivity.
+Per horizon D, on one seed's runs of one setup: each B's optimum (`fits.fit_optima`, the
+paper's parabola in log2 output norm, PAPER.md §5); B*(D) continuous, the vertex of a
+parabola in log2 B through the per-B loss optima, with its standard error; the optimal norm
+read at it, interpolated linearly in log2 B between the per-B optimal norms; the discrete B*
+(the B of lowest loss*) beside it. Optima whose lowest measured loss is at the η grid's edge
+(`Optimum.eta_edge`) and horizons whose B* is at the B grid's edge are marked and left out
+of every fit unless `include_edges`. Error bars come from a bootstrap of the evaluation
+residuals (`bootstrap`); seeds are fitted independently, each on its own runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from scion_jax.analysis.collect import BATCH_KEY, Row
-from scion_jax.analysis.fits import GROUP_KEYS, best_per_horizon, by_setup, fit_optima
+from scion_jax.analysis.fits import (
+    Optimum,
+    by_setup,
+    fit_optima,
+    nearest_to_min,
+)
+from scion_jax.analysis.regression import line_fit
 
 SEED_KEY = "seed"
-
-
-def _point(row: Row) -> tuple:
-    """What a run is, seed aside: its setup, B, D and η."""
-    return tuple(row.get(k) for k in GROUP_KEYS) + (row.get("log2_lr"),)
+PLATEAU_MAX = 0.1  # the decision rule's thresholds, log2 norm per doubling of D
+RISING_MIN = 0.2
+N_LONGEST = 3  # the verdict's slope is over this many of the longest horizons left
 
 
 def seed_tables(table: Sequence[Row]) -> dict[Any, list[Row]]:
-    """{seed: the table as seen by that seed}: the lowest seed's rows, each replaced by the
-    same (setup, B, D, η) row of `seed` where that seed ran it."""
+    """{seed: that seed's own rows}, lowest seed first: each seed is fitted on its own runs
+    only (a seed that repeats a few runs is not filled in with another seed's)."""
     seeds = sorted({r.get(SEED_KEY) for r in table}, key=lambda s: (s is None, s))
-    base = [r for r in table if r.get(SEED_KEY) == seeds[0]]
-    out = {}
-    for seed in seeds:
-        own = {_point(r): r for r in table if r.get(SEED_KEY) == seed}
-        out[seed] = [own.get(_point(r), r) for r in base]
-    return out
+    return {s: [r for r in table if r.get(SEED_KEY) == s] for s in seeds}
 
 
 def base_seed_table(table: Sequence[Row]) -> list[Row]:
-    """The lowest seed's rows: what one fit per (setup, B, D) is made from. Studies repeat
-    only the runs near each optimum with other seeds; pooling those repeats into the fits
-    would weigh the B that were repeated more, so other seeds give error bars only."""
+    """The lowest seed's rows: what the point fits are made from; other seeds are read out
+    beside it."""
     return next(iter(seed_tables(table).values())) if table else []
 
 
-def horizon_estimates(table: Sequence[Row], *, ks: Sequence[int] = (5, 7, 9),
-                      vocab_size: int | None = None, loss_key: str = "loss") -> list[dict]:
-    """Per horizon D of the primary setup (the one with the most optima): B*(D), the optimal
-    log2 norm, η* and loss* of every (seed, k) estimate, and their summary.
+def primary_optima(table: Sequence[Row], *, k: int = 7, loss_key: str = "loss",
+                   free_c: bool = False, vocab_size: int | None = None) -> list[Optimum]:
+    """The per-(D, B) optima of the setup with the most of them."""
+    optima = fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key, free_c=free_c)
+    return next(iter(by_setup(optima).values()), [])
 
-    Each row: ``log2_D``; ``b_star`` (the B most estimates pick; ``b_star_votes`` how many of
-    ``n`` do); ``x_star`` / ``x_lo`` / ``x_hi`` / ``x_std``: mean, min, max, std of the optimal
-    log2 norm at each estimate's own B*; ``log2_eta_star`` (mean, interpolated at the
-    vertex) and ``loss_star`` (mean); ``in_range``: every estimate's vertex lies within its
-    fitted points (not extrapolated, not on a grid edge).
-    """
-    per_d: dict[float, list] = {}
-    for seed_table in seed_tables(table).values():
-        for k in ks:
-            optima = fit_optima(seed_table, vocab_size=vocab_size, k=k, loss_key=loss_key)
-            if not optima:
-                continue
-            primary = next(iter(by_setup(optima).values()))
-            for o in best_per_horizon(primary):
-                per_d.setdefault(o.log2_D, []).append(o)
+
+def _vertex(u: np.ndarray, loss: np.ndarray) -> tuple[float, float, float]:
+    """(vertex, its standard error, loss at it) of loss = a·u² + b·u + c by least squares;
+    NaN vertex without a minimum, NaN error without residual degrees of freedom. The error
+    is the delta method's: ∇(−b/2a) = (b/2a², −1/2a, 0) through cov = σ²·(XᵀX)⁻¹."""
+    X = np.stack([u**2, u, np.ones_like(u)], 1)
+    (a, b, c), *_ = np.linalg.lstsq(X, loss, rcond=None)
+    if a <= 0:
+        return math.nan, math.nan, math.nan
+    se = math.nan
+    if len(u) > 3:
+        resid = loss - X @ np.array([a, b, c])
+        cov = float(resid @ resid) / (len(u) - 3) * np.linalg.inv(X.T @ X)
+        g = np.array([b / (2 * a**2), -1 / (2 * a), 0.0])
+        se = math.sqrt(max(float(g @ cov @ g), 0.0))
+    return -b / (2 * a), se, c - b**2 / (4 * a)
+
+
+def b_star(optima: Sequence[Optimum], *, include_edges: bool = False) -> dict[str, Any]:
+    """B*(D) of one horizon's per-B optima: `b_star` (discrete: lowest loss*),
+    `log2_b_star` ± `log2_b_star_se` (the vertex in log2 B), `x_star` (the optimal log2
+    norm interpolated at it; `x_discrete` at the discrete B*), `loss_star`, `log2_eta_star`
+    (interpolated like x), `batch_sizes` used, and `b_edge`: why B* is not measured inside
+    the B grid ("" if it is)."""
+    grid = sorted({o.batch_size for o in optima})
+    ok = sorted((o for o in optima if o.ok and (include_edges or not o.eta_edge)),
+                key=lambda o: o.batch_size)
+    row: dict[str, Any] = {"b_star": math.nan, "log2_b_star": math.nan,
+                           "log2_b_star_se": math.nan, "x_star": math.nan,
+                           "x_discrete": math.nan, "loss_star": math.nan,
+                           "log2_eta_star": math.nan, "batch_sizes": [o.batch_size for o in ok]}
+    if not ok:
+        return {**row, "b_edge": "no B left"}
+    best = min(ok, key=lambda o: o.loss_star)
+    row.update(b_star=best.batch_size, x_discrete=best.x_star)
+    edge = ""
+    if best.batch_size in (grid[0], grid[-1]) and len(grid) > 1:
+        side = "smallest" if best.batch_size == grid[0] else "largest"
+        edge = f"lowest loss at the grid's {side} B"
+    if len(ok) < 3:
+        return {**row, "b_edge": edge or f"{len(ok)} B left (3 needed)"}
+    u = np.array([o.log2_B for o in ok])
+    vertex, se, loss = _vertex(u, np.array([o.loss_star for o in ok]))
+    if not math.isfinite(vertex):
+        return {**row, "b_edge": edge or "no minimum in log2 B"}
+    if not u[0] <= vertex <= u[-1]:
+        edge = edge or "vertex outside the B left"
+    row.update(log2_b_star=vertex, log2_b_star_se=se, loss_star=loss,
+               x_star=float(np.interp(vertex, u, [o.x_star for o in ok])),
+               log2_eta_star=float(np.interp(vertex, u, [o.log2_eta_interp for o in ok])))
+    return {**row, "b_edge": edge}
+
+
+def horizon_curve(optima: Sequence[Optimum], *, include_edges: bool = False) -> list[dict]:
+    """Per horizon D (ascending): `b_star`'s row, `used` (it counts in the fits: no B edge,
+    unless `include_edges`, and an optimal norm) and `per_b`, each B's optimum with its
+    `eta_edge` and `in_range` marks."""
     rows = []
-    for log2_d in sorted(per_d):
-        est = per_d[log2_d]
-        x = np.array([o.x_star for o in est])
-        votes = Counter(o.batch_size for o in est)
-        b_star, n_votes = votes.most_common(1)[0]
-        rows.append({
-            "log2_D": log2_d, "b_star": b_star, "b_star_votes": n_votes, "n": len(est),
-            "x_star": float(x.mean()), "x_lo": float(x.min()), "x_hi": float(x.max()),
-            "x_std": float(x.std()),
-            "log2_eta_star": float(np.mean([o.log2_eta_interp for o in est])),
-            "loss_star": float(np.mean([o.loss_star for o in est])),
-            "in_range": all(o.in_range for o in est),
-        })
+    for d in sorted({o.log2_D for o in optima}):
+        at_d = sorted((o for o in optima if o.log2_D == d), key=lambda o: o.batch_size)
+        row = {"log2_D": d, **b_star(at_d, include_edges=include_edges)}
+        row["used"] = bool((include_edges or not row["b_edge"]) and math.isfinite(row["x_star"]))
+        row["per_b"] = [{BATCH_KEY: o.batch_size, "x_star": o.x_star, "loss_star": o.loss_star,
+                         "log2_eta_star": o.log2_eta_interp, "eta_edge": o.eta_edge,
+                         "in_range": o.in_range, "ok": o.ok} for o in at_d]
+        rows.append(row)
     return rows
 
 
-def longest_plateau(rows: Sequence[dict], *, tol: float = 0.3) -> dict[str, Any]:
-    """The longest run of consecutive horizons whose optimal log2 norms all lie within ±tol
-    of one value (max − min ≤ 2·tol): ``start`` / ``end`` log2 D, ``n`` horizons, ``centre``;
-    of equally long runs the one at the longest horizons (where the claim is tested).
-    An extrapolated optimum (``in_range`` False) ends a run: its norm is not measured.
-    """
-    best = {"start": math.nan, "end": math.nan, "n": 0, "centre": math.nan}
-    xs = [r["x_star"] for r in rows]
-    for i in range(len(rows)):
-        for j in range(i, len(rows)):
-            window = xs[i : j + 1]
-            if not rows[j].get("in_range", True) or max(window) - min(window) > 2 * tol:
-                break
-            if j - i + 1 >= best["n"]:
-                best = {"start": rows[i]["log2_D"], "end": rows[j]["log2_D"], "n": j - i + 1,
-                        "centre": (max(window) + min(window)) / 2}
-    return best
+def longest_used(curve: Sequence[dict], n: int = N_LONGEST) -> list[dict]:
+    """The n longest horizons that count in the fits."""
+    return [r for r in curve if r["used"]][-n:]
+
+
+def slope(rows: Sequence[dict], key: str = "x_star") -> float:
+    """Least-squares slope of `key` against log2 D (per doubling); NaN below 2 horizons."""
+    if len(rows) < 2:
+        return math.nan
+    return line_fit([r["log2_D"] for r in rows], [r[key] for r in rows])["slope"]
+
+
+def _fit_points(table: Sequence[Row], o: Optimum, loss_key: str) -> tuple[np.ndarray, ...]:
+    """(x, y) of the points the optimum's parabola was fitted to."""
+    rows = [r for r in table if r.get("log2_D") == o.log2_D and r.get(BATCH_KEY) == o.batch_size
+            and all(r.get(k) == v for k, v in o.setup)]
+    pts = np.array([(r.get("log2_norm"), r.get(loss_key), r.get("log2_lr")) for r in rows],
+                   dtype=np.float64).reshape(-1, 3)
+    pts = pts[np.isfinite(pts).all(1)]
+    idx = nearest_to_min(pts[:, 0], pts[:, 1], o.fit.n)
+    return pts[idx, 0], pts[idx, 1]
+
+
+def bootstrap(table: Sequence[Row], optima: Sequence[Optimum], horizons: Sequence[float], *,
+              loss_key: str, n_draws: int = 2000, seed: int = 0,
+              include_edges: bool = False) -> dict[str, Any]:
+    """Replicates of the optimal norm at B*(D) and of its slope over `horizons`, from the
+    evaluation residuals: every (D, B) parabola refitted (same points, same c) to its fitted
+    values plus residuals drawn with replacement from that horizon's pool (each fit's
+    residuals scaled by √(n/(n − p)) for the p coefficients it fitted), B*(D) and the optimal
+    norm recomputed. Marks (η edges) stay those of the measured losses.
+
+    Returns `x` {log2_D: replicates}, `slope` (replicates over `horizons`, NaN where a
+    replicate lost a horizon's optimum) and `n_draws`."""
+    fitted = [o for o in optima if o.ok]
+    points = [_fit_points(table, o, loss_key) for o in fitted]
+    pools: dict[float, list[np.ndarray]] = {}
+    for o, (x, y) in zip(fitted, points, strict=True):
+        p = 2 if o.fit.fixed_c else 3
+        if len(x) > p:
+            pools.setdefault(o.log2_D, []).append((y - o.fit(x)) * math.sqrt(len(x) / (len(x) - p)))
+    pool = {d: np.concatenate(r) for d, r in pools.items()}
+    rng = np.random.default_rng(seed)
+    draws: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(optimum) → (x*, loss*) per draw
+    for o, (x, _) in zip(fitted, points, strict=True):
+        if o.log2_D not in pool:
+            continue
+        y = o.fit(x) + rng.choice(pool[o.log2_D], (n_draws, len(x)))
+        cols = [x**2, x] if o.fit.fixed_c else [x**2, x, np.ones_like(x)]
+        coef = (y - (o.fit.c if o.fit.fixed_c else 0.0)) @ np.linalg.pinv(np.stack(cols, 1)).T
+        a, b = coef[:, 0], coef[:, 1]
+        c = np.full(n_draws, o.fit.c) if o.fit.fixed_c else coef[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            draws[id(o)] = (np.where(a > 0, -b / (2 * a), np.nan),
+                            np.where(a > 0, c - b**2 / (4 * a), np.nan))
+    xs = {d: np.full(n_draws, math.nan) for d in sorted({o.log2_D for o in optima})}
+    slopes = np.full(n_draws, math.nan)
+    for i in range(n_draws):
+        draw = [dataclasses.replace(o, x_star=float(draws[id(o)][0][i]),
+                                    loss_star=float(draws[id(o)][1][i]),
+                                    ok=bool(np.isfinite(draws[id(o)][0][i])))
+                if id(o) in draws else o for o in optima]
+        curve = {r["log2_D"]: r for r in horizon_curve(draw, include_edges=include_edges)}
+        for d, r in curve.items():
+            xs[d][i] = r["x_star"]
+        chosen = [curve[d] for d in horizons]
+        if all(math.isfinite(r["x_star"]) for r in chosen):
+            slopes[i] = slope(chosen)
+    return {"x": xs, "slope": slopes, "n_draws": n_draws}
+
+
+def decide(s: float, lo: float, hi: float) -> str:
+    """The decision rule: plateau if s ≤ 0.1 and its 95% interval [lo, hi] lies below 0.2;
+    rising if s ≥ 0.2 and the interval lies above 0.1; otherwise undecided."""
+    if s <= PLATEAU_MAX and hi < RISING_MIN:
+        return "plateau"
+    if s >= RISING_MIN and lo > PLATEAU_MAX:
+        return "rising"
+    return "undecided"
+
+
+def projection(curve: Sequence[dict], s: float, lo: float, hi: float, *,
+               max_doublings: int = 3) -> dict[str, Any]:
+    """Which horizon would decide an undecided slope: s moved on by its change from the
+    slope one horizon earlier, per further doubling of D, its interval's width held; the
+    first doubling (up to `max_doublings`) at which `decide` gives a verdict (`log2_D`
+    None if none does, or without the horizons to measure the change)."""
+    used = [r for r in curve if r["used"]]
+    out: dict[str, Any] = {"log2_D": None, "verdict": None, "projected_slope": None,
+                           "change_per_doubling": None}
+    if len(used) < N_LONGEST + 1 or not math.isfinite(s):
+        return out
+    step = used[-1]["log2_D"] - used[-2]["log2_D"]
+    change = (s - slope(used[-N_LONGEST - 1:-1])) / step
+    out["change_per_doubling"] = change
+    for m in range(1, max_doublings + 1):
+        s_m = s + m * change
+        v = decide(s_m, s_m - (s - lo), s_m + (hi - s))
+        if v != "undecided":
+            return {**out, "log2_D": used[-1]["log2_D"] + m, "verdict": v, "projected_slope": s_m}
+    return out
+
+
+def _summary(values: np.ndarray) -> tuple[float, float, int]:
+    """(2.5th, 97.5th percentile, number of finite replicates)."""
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return math.nan, math.nan, 0
+    lo, hi = np.percentile(finite, [2.5, 97.5])
+    return float(lo), float(hi), len(finite)
+
+
+def read_fit(table: Sequence[Row], *, k: int = 7, loss_key: str = "loss", free_c: bool = False,
+             include_edges: bool = False, n_draws: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """One fit (fixed or free c) of one seed's table: the horizon curve with bootstrap 95%
+    intervals (`x_lo`, `x_hi`), the slope over the longest horizons left with its interval,
+    the rule's verdict and, if undecided, `decided_by` (`projection`). `optima` is the
+    per-(D, B) list (for the scaling fits and figures; not JSON)."""
+    optima = primary_optima(table, k=k, loss_key=loss_key, free_c=free_c)
+    curve = horizon_curve(optima, include_edges=include_edges)
+    chosen = longest_used(curve)
+    s = slope(chosen) if len(chosen) == N_LONGEST else math.nan
+    boot = bootstrap(table, optima, [r["log2_D"] for r in chosen], loss_key=loss_key,
+                     n_draws=n_draws, seed=seed, include_edges=include_edges)
+    for r in curve:
+        r["x_lo"], r["x_hi"], _ = _summary(boot["x"][r["log2_D"]])
+    lo, hi, n_ok = _summary(boot["slope"]) if math.isfinite(s) else (math.nan, math.nan, 0)
+    verdict = decide(s, lo, hi) if math.isfinite(lo) else "undecided"
+    out = {"free_c": free_c, "horizons": curve,
+           "slope": {"per_doubling": s, "lo": lo, "hi": hi, "n_draws": n_draws,
+                     "n_finite": n_ok, "horizons": [r["log2_D"] for r in chosen]},
+           "verdict": verdict, "optima": optima}
+    if verdict == "undecided":
+        out["decided_by"] = projection(curve, s, lo, hi)
+    return out
+
+
+def distinct_ks(table: Sequence[Row], ks: Sequence[int], *, loss_key: str = "loss",
+                include_edges: bool = False) -> list[dict[str, Any]]:
+    """The fixed-c curve for each k of `ks` that fits a distinct set of points (k = 9 fits
+    the same 7 points as k = 7 where every sweep has 7 runs, so it is left out):
+    [{k, x: {log2_D: x at B*}, slope}]."""
+    out, seen = [], set()
+    for k in sorted(ks):
+        optima = primary_optima(table, k=k, loss_key=loss_key)
+        points = tuple(o.fit.n if o.fit else 0 for o in optima)
+        if points in seen:
+            continue
+        seen.add(points)
+        curve = horizon_curve(optima, include_edges=include_edges)
+        chosen = longest_used(curve)
+        out.append({"k": k, "x": {r["log2_D"]: r["x_star"] for r in curve},
+                    "slope": slope(chosen) if len(chosen) == N_LONGEST else math.nan})
+    return out
+
+
+def read_out(table: Sequence[Row], *, k: int = 7, ks: Sequence[int] = (5, 7, 9),
+             loss_key: str = "loss", include_edges: bool = False, n_draws: int = 2000,
+             seed: int = 0) -> dict[str, Any]:
+    """The decision rule's reading of one seed's table: fixed-c and free-c fits side by side
+    (`read_fit`), the verdict (the two fits' verdict where they agree, else undecided, with
+    the horizon that would decide it) and every distinct k's curve."""
+    fixed, free = (read_fit(table, k=k, loss_key=loss_key, free_c=c, include_edges=include_edges,
+                            n_draws=n_draws, seed=seed) for c in (False, True))
+    verdict = fixed["verdict"] if fixed["verdict"] == free["verdict"] else "undecided"
+    out = {"loss": loss_key, "k": k, "include_edges": include_edges, "verdict": verdict,
+           "fixed_c": fixed, "free_c": free,
+           "ks": distinct_ks(table, ks, loss_key=loss_key, include_edges=include_edges)}
+    if verdict == "undecided":
+        out["decided_by"] = next((f["decided_by"] for f in (fixed, free) if "decided_by" in f),
+                                 None)
+    return out
 
 
 def width_check(table: Sequence[Row], key: str = "model.d_model", *, k: int = 7,

@@ -152,6 +152,42 @@ def jit_train_step(
     return loss_fn, train_step
 
 
+def init_state(
+    config: ml_collections.ConfigDict,
+    model_cfg: ModelConfig,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+) -> tuple[nnx.GraphDef, dict[str, Any], Any]:
+    """(graphdef, state, state's shardings): the run's initial state, created directly in
+    its sharding (params by the model's logical-axis table)."""
+    key = jax.random.key(config.seed)
+    abstract_model = nnx.eval_shape(lambda: init_model(model_cfg, key))
+    graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
+    param_shardings = jax.tree.map(
+        lambda s: NamedSharding(mesh, s),
+        param_specs(abstract_params),
+        is_leaf=lambda x: isinstance(x, P),
+    )
+
+    @functools.partial(jax.jit, out_shardings=param_shardings)
+    def init_params(key):
+        return nnx.state(init_model(model_cfg, key), nnx.Param)
+
+    params = init_params(key)
+    state = {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": jax.jit(tx.init)(params),
+    }
+    # Optimizer state follows its parameter's sharding (GSPMD propagation through
+    # zeros_like); scalars such as step counts are replicated on the mesh.
+    replicated = NamedSharding(mesh, P())
+    state_shardings = jax.tree.map(
+        lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else replicated, state
+    )
+    return graphdef, jax.device_put(state, state_shardings), state_shardings
+
+
 class Preemption:
     """SIGTERM → save and stop; `stop()` says when. One process stops after the step in
     which the signal came. Several processes must stop after the same step whichever of
@@ -283,33 +319,7 @@ def _train(
     workdir = os.path.abspath(workdir)  # orbax needs absolute paths
     os.makedirs(workdir, exist_ok=True)
 
-    # --- state, created directly in its sharding ---
-    key = jax.random.key(config.seed)
-    abstract_model = nnx.eval_shape(lambda: init_model(model_cfg, key))
-    graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
-    param_shardings = jax.tree.map(
-        lambda s: NamedSharding(mesh, s),
-        param_specs(abstract_params),
-        is_leaf=lambda x: isinstance(x, P),
-    )
-
-    @functools.partial(jax.jit, out_shardings=param_shardings)
-    def init_params(key):
-        return nnx.state(init_model(model_cfg, key), nnx.Param)
-
-    params = init_params(key)
-    state = {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "opt_state": jax.jit(tx.init)(params),
-    }
-    # Optimizer state follows its parameter's sharding (GSPMD propagation through
-    # zeros_like); scalars such as step counts are replicated on the mesh.
-    replicated = NamedSharding(mesh, P())
-    state_shardings = jax.tree.map(
-        lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else replicated, state
-    )
-    state = jax.device_put(state, state_shardings)
+    graphdef, state, state_shardings = init_state(config, model_cfg, tx, mesh)
     batch_sharding = NamedSharding(mesh, BATCH_SPEC)
 
     loss_fn, train_step = jit_train_step(config, graphdef, tx, mesh, state_shardings)

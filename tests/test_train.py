@@ -1,5 +1,6 @@
 """The trainer: it learns, resumes exactly after kill -9, survives a corrupt checkpoint,
-stops cleanly on NaN, and gives the same step on 1, 8 devices and 2 processes."""
+stops cleanly on NaN, and gives the same step on 1, 8 devices and 2 processes; 2 processes
+stop together on SIGTERM to either, on an error of one, and on NaN."""
 
 import json
 import math

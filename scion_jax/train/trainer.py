@@ -309,7 +309,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def _train(
-    config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh, preemption
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    mesh: jax.sharding.Mesh,
+    preemption: Preemption,
 ) -> dict[str, Any]:
     model_cfg = model_config(config)
     rules = model_rules(config, model_cfg)

@@ -1,5 +1,6 @@
 """The trainer: it learns, resumes exactly after kill -9, survives a corrupt checkpoint,
-stops cleanly on NaN, and gives the same step on 1, 8 devices and 2 processes."""
+stops cleanly on NaN, and gives the same step on 1, 8 devices and 2 processes; 2 processes
+stop together on SIGTERM to either, on an error of one, and on NaN."""
 
 import json
 import math
@@ -76,8 +77,15 @@ def _run_cmd(config, workdir, *extra):
 def _final_params(workdir):
     ckpt = os.path.join(workdir, "checkpoints")
     step = max(int(s) for s in os.listdir(ckpt) if s.isdigit())
-    state = ocp.StandardCheckpointer().restore(os.path.join(ckpt, str(step), "state"))
-    return step, state["params"]
+    path = os.path.join(ckpt, str(step), "state")
+    checkpointer = ocp.StandardCheckpointer()
+    # Onto one device, whatever devices and processes saved it.
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        checkpointer.metadata(path).item_metadata,
+    )
+    return step, checkpointer.restore(path, target)["params"]
 
 
 def _rows_without_timing(workdir):
@@ -327,3 +335,119 @@ def test_two_process_run(corpus, tmp_path, sharded_run):
     assert multi[-1]["loss"] == pytest.approx(single["loss"], rel=1e-5)
     assert multi[-1]["output_norm"] == pytest.approx(single["output_norm"], rel=1e-5)
     assert json.load(open(tmp_path / "multi" / "config.json"))["steps"] == 3
+
+
+# The pod of issue 28 on loopback: 2 processes × 2 CPU devices, mesh data 2 × fsdp 2.
+PAIR = dict(steps=30, log_every=1, checkpoint_every=10, **{"mesh.data": 2, "mesh.fsdp": 2})
+PAIR_TIMEOUT_S = 240
+
+
+def _start_pair(config, workdir, fault_rank=None):
+    """experiments/run.py (tests/run_with_fault.py on `fault_rank`) as 2 processes joined on
+    127.0.0.1; each one's output goes to `<workdir>_<rank>.log`."""
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    procs = []
+    for rank in range(2):
+        cmd = _run_cmd(
+            config,
+            workdir,
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            f"--process_id={rank}",
+        )
+        if rank == fault_rank:
+            cmd[1] = os.path.join(ROOT, "tests", "run_with_fault.py")
+        with open(f"{workdir}_{rank}.log", "a") as log:
+            procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return procs
+
+
+def _finish_pair(procs, workdir, timeout=PAIR_TIMEOUT_S) -> list[int]:
+    """The processes' exit codes; kills any still running after `timeout` s (and fails)."""
+    deadline = time.time() + timeout
+    try:
+        for p in procs:
+            p.wait(timeout=max(deadline - time.time(), 0.1))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the processes did not end in {timeout} s:\n" + _pair_logs(workdir))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.returncode for p in procs]
+
+
+def _pair_logs(workdir) -> str:
+    return "\n".join(open(f"{workdir}_{rank}.log").read()[-3000:] for rank in range(2))
+
+
+def _wait_for_step(workdir, step, procs):
+    """Until process 0 has logged `step` (log_every = 1)."""
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + PAIR_TIMEOUT_S
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        rows = read_rows(metrics)
+        if rows and rows[-1]["step"] >= step:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"no step {step} logged:\n" + _pair_logs(workdir))
+
+
+def _steps_saved(workdir) -> list[int]:
+    return sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+
+
+def test_two_process_run_stops_together_and_resumes_exactly(corpus, tmp_path):
+    """SIGTERM to rank 1 alone, then (resumed) to both a step apart: each time both
+    processes save one checkpoint at one step and exit 143. Then (resumed) an error on rank
+    1: both end promptly, with exit code 1. The run resumed once more to its end equals the
+    uninterrupted one bit for bit."""
+    config = tiny_config(corpus, **PAIR)
+    full, run = tmp_path / "full", tmp_path / "run"
+    assert _finish_pair(_start_pair(config, full), full) == [0, 0], _pair_logs(full)
+
+    procs = _start_pair(config, run)  # SIGTERM to rank 1 only
+    _wait_for_step(run, 3, procs)
+    procs[1].send_signal(signal.SIGTERM)
+    assert _finish_pair(procs, run) == [143, 143], _pair_logs(run)
+    first = _steps_saved(run)[-1]  # the step both stopped after
+    assert 3 < first < 10  # the signal is read at most 2 steps later
+    assert read_rows(os.path.join(run, "metrics.jsonl"))[-1]["step"] == first
+
+    procs = _start_pair(config, run)  # SIGTERM to both, a step apart
+    _wait_for_step(run, first + 2, procs)
+    procs[0].send_signal(signal.SIGTERM)
+    _wait_for_step(run, first + 3, procs)
+    procs[1].send_signal(signal.SIGTERM)
+    assert _finish_pair(procs, run) == [143, 143], _pair_logs(run)
+    second = _steps_saved(run)[-1]
+    assert first + 3 < second < 20
+    assert read_rows(os.path.join(run, "metrics.jsonl"))[-1]["step"] == second
+
+    procs = _start_pair(config, run, fault_rank=1)  # an error on rank 1 only
+    _wait_for_step(run, 21, procs)
+    procs[1].send_signal(signal.SIGUSR1)
+    start = time.time()
+    assert _finish_pair(procs, run) == [1, 1], _pair_logs(run)
+    assert time.time() - start < 30
+    assert "another one failed (process 1: OSError: injected" in _pair_logs(run)
+    assert _steps_saved(run)[-1] == 20
+
+    assert _finish_pair(_start_pair(config, run), run) == [0, 0], _pair_logs(run)
+    step_full, params_full = _final_params(full)
+    step_run, params_run = _final_params(run)
+    assert step_full == step_run == 30
+    _assert_trees_equal(params_full, params_run)  # bitwise
+    assert _rows_without_timing(run) == _rows_without_timing(full)
+
+
+def test_two_process_nan_stops_both(corpus, tmp_path):
+    """The loss is the global batch's: a NaN stops both processes at the same step."""
+    config = tiny_config(corpus, **{**PAIR, "optimizer.learning_rate": 1e30})
+    run = tmp_path / "run"
+    assert _finish_pair(_start_pair(config, run), run) == [1, 1], _pair_logs(run)
+    for rank in range(2):
+        assert "FloatingPointError: Loss is" in open(f"{run}_{rank}.log").read()
+    assert _steps_saved(run) == [0]

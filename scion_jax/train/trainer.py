@@ -13,7 +13,10 @@ import logging
 import math
 import os
 import signal
+import sys
+import threading
 import time
+import traceback
 from typing import Any
 
 import jax
@@ -149,37 +152,14 @@ def jit_train_step(
     return loss_fn, train_step
 
 
-class _Preemption:
-    """Turns SIGTERM into a flag the loop checks between steps."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, *_):
-        self.requested = True
-
-    def restore(self):
-        signal.signal(signal.SIGTERM, self._previous)
-
-
-def _global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains (or resumes) the run in `workdir`; returns the last logged metrics row,
-    with ``"preempted": True`` if SIGTERM stopped it early (after saving)."""
-    mesh = make_mesh(config)
-    model_cfg = model_config(config)
-    rules = model_rules(config, model_cfg)
-    tx = make_optimizer(config, model_cfg, mesh)
-    schedule = make_schedule(config)
-    is_main = jax.process_index() == 0
-    workdir = os.path.abspath(workdir)  # orbax needs absolute paths
-    os.makedirs(workdir, exist_ok=True)
-
-    # --- state, created directly in its sharding ---
+def init_state(
+    config: ml_collections.ConfigDict,
+    model_cfg: ModelConfig,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+) -> tuple[nnx.GraphDef, dict[str, Any], Any]:
+    """(graphdef, state, state's shardings): the run's initial state, created directly in
+    its sharding (params by the model's logical-axis table)."""
     key = jax.random.key(config.seed)
     abstract_model = nnx.eval_shape(lambda: init_model(model_cfg, key))
     graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
@@ -205,7 +185,144 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     state_shardings = jax.tree.map(
         lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else replicated, state
     )
-    state = jax.device_put(state, state_shardings)
+    return graphdef, jax.device_put(state, state_shardings), state_shardings
+
+
+class Preemption:
+    """SIGTERM → save and stop; `stop()` says when. One process stops after the step in
+    which the signal came. Several processes must stop after the same step whichever of
+    them got the signal, and when: every step all-reduces their flags (the maximum) and
+    reads the result one step later, when it is ready without waiting for the step in
+    flight; all processes read the same value of the same step, so they agree."""
+
+    def __init__(self, mesh: jax.sharding.Mesh):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._pending = None
+        self._multi = jax.process_count() > 1
+        if self._multi:
+            self._flags = NamedSharding(mesh, P(mesh.axis_names))  # one flag per device
+            self._local = len(mesh.local_devices)
+            self._any = jax.jit(jnp.max, out_shardings=NamedSharding(mesh, P()))
+            self._global_shape = (mesh.size,)
+
+    def _handle(self, *_):
+        self.requested = True
+
+    def stop(self) -> bool:
+        """Whether to save and stop after the step just dispatched: the same on every
+        process (in a multi-process run, SIGTERM's flag as all-reduced a step earlier)."""
+        if not self._multi:
+            return self.requested
+        flags = jax.make_array_from_process_local_data(
+            self._flags, np.full(self._local, self.requested), self._global_shape
+        )
+        agreed, self._pending = self._pending, self._any(flags)
+        return agreed is not None and bool(agreed)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+class _FailTogether:
+    """Multi-process runs: an exception on one process ends every process at once.
+
+    XLA's collectives do not notice a peer that left (jax.distributed's heartbeat ends the
+    others only after `heartbeat_timeout_seconds`, 100 s by default), and a failed process
+    left alone would wait for them in jax.distributed's shutdown barrier. So the failed
+    process, after its own cleanup (its finished and in-flight checkpoints are kept), posts
+    its error in jax.distributed's key-value store and exits; a thread in every process
+    waits on that key and ends its own. A NaN loss is not such an error: the loss is the
+    global batch's, so every process stops at the same step and exits normally.
+    """
+
+    KEY = "scion_jax/failed"
+
+    def __init__(self):
+        # jax has no public accessor for its distributed client (orbax uses this one too).
+        from jax._src import distributed
+
+        self._client = distributed.global_state.client
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._done.is_set():
+            try:
+                message = self._client.blocking_key_value_get(self.KEY, 1000)
+            except jax.errors.JaxRuntimeError as e:
+                if "DEADLINE_EXCEEDED" in str(e):
+                    continue
+                logging.warning("Stopped watching for failed processes: %s", e)
+                return
+            _exit_now(f"Ending this process: another one failed ({message}).")
+
+    def __exit__(self, kind, error, tb):
+        self._done.set()
+        self._thread.join()
+        if error is None or isinstance(error, FloatingPointError):
+            return  # returns, or raises on every process alike
+        logging.error("".join(traceback.format_exception(kind, error, tb)))
+        try:
+            self._client.key_value_set(
+                self.KEY, f"process {jax.process_index()}: {type(error).__name__}: {error}"
+            )
+        except jax.errors.JaxRuntimeError:
+            pass  # another process failed first and posted its error
+        _exit_now(f"Ending process {jax.process_index()} after the error above.")
+
+
+def _exit_now(message: str) -> None:
+    """Exits with code 1 without Python's or jax.distributed's shutdown (whose barrier would
+    wait for the processes still running)."""
+    logging.error(message)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _global_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains (or resumes) the run in `workdir`; returns the last logged metrics row,
+    with ``"preempted": True`` if SIGTERM stopped it early (after saving).
+
+    In a multi-process run, SIGTERM to any of the processes stops them all after the same
+    step, with one checkpoint; an exception on one process ends them all, each with exit
+    code 1 (`_FailTogether`), instead of propagating; a NaN loss raises on every process.
+    """
+    mesh = make_mesh(config)
+    with Preemption(mesh) as preemption:  # a SIGTERM while compiling counts too
+        if jax.process_count() == 1:
+            return _train(config, workdir, mesh, preemption)
+        with _FailTogether():
+            return _train(config, workdir, mesh, preemption)
+
+
+def _train(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    mesh: jax.sharding.Mesh,
+    preemption: Preemption,
+) -> dict[str, Any]:
+    model_cfg = model_config(config)
+    rules = model_rules(config, model_cfg)
+    tx = make_optimizer(config, model_cfg, mesh)
+    schedule = make_schedule(config)
+    is_main = jax.process_index() == 0
+    workdir = os.path.abspath(workdir)  # orbax needs absolute paths
+    os.makedirs(workdir, exist_ok=True)
+
+    graphdef, state, state_shardings = init_state(config, model_cfg, tx, mesh)
     batch_sharding = NamedSharding(mesh, BATCH_SPEC)
 
     loss_fn, train_step = jit_train_step(config, graphdef, tx, mesh, state_shardings)
@@ -287,7 +404,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         writer.write(row)
         checkpoints.save(0, state, train_iter)
 
-    preemption = _Preemption()
     bar = tqdm(
         total=config.steps, initial=start, disable=not is_main, unit="step", dynamic_ncols=True
     )
@@ -298,10 +414,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             norm = step % config.norm_every == 0 or step == config.steps
             prev = copy_params(state["params"]) if norm and config.norm_updates else None
             state, metrics = train_step(state, batch)
+            stop = preemption.stop()
             log = step % config.log_every == 0 or step == config.steps
             evaluate_now = step % config.eval_every == 0 or step == config.steps
             save = step % config.checkpoint_every == 0 or step == config.steps or step in keep_steps
-            if log or norm or evaluate_now or save or preemption.requested:
+            if log or norm or evaluate_now or save or stop:
                 loss = float(metrics["loss"])
                 if not math.isfinite(loss):
                     raise FloatingPointError(
@@ -329,15 +446,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 writer.write(row)
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tps:,.0f}")
             bar.update(1)
-            if save or preemption.requested:
+            if save or stop:
                 checkpoints.save(step, state, train_iter)
-            if preemption.requested:
+            if stop:
                 logging.warning("SIGTERM: saved the checkpoint at step %d; rerun to resume.", step)
                 row = {**row, "preempted": True}
                 break
     finally:
         bar.close()
-        preemption.restore()
         checkpoints.wait()
         checkpoints.close()
         writer.close()

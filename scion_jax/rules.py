@@ -91,24 +91,27 @@ Rules = Sequence[tuple[str, "str | Role"]]
 def tied_embedding(d_model: int, lr_scale: float = 1.0, **kwargs: Any) -> Role:
     """The role of a table ``[V, d]`` used as both input embedding and output layer
     (``logits = h @ tableᵀ``: nanodo, Gemma, flax ``Embed.attend``), and of the tables
-    added to it (a learned position embedding).
+    added to it (a learned position embedding: the same scale and step as its tokens).
 
     Its norm is the output layer's, RMS→∞, on the table read as the head's weight in
-    PyTorch layout (``layout="out_in"``: d_out = V, d_in = d), so `init_params` gives
-    rows of L2 norm 1/√d (the loss at init is ≈ ln V) and `layer_norms` reports the
-    paper's output norm ‖W_out‖_{RMS→∞} as "rms_to_inf/<path>". Its step is the input
-    norm's: radius d, so that each token's row moves by L2 √d·η, the 1→RMS unit step (the
-    same per-token direction; the output norm's own step is d× smaller). At the output
-    norm's step the embedded tokens stay ~1/d in RMS against blocks writing O(1) to the
-    residual stream, and a model whose first pre-norm sees tokens plus positions learns
-    little beyond unigram statistics (PORTING.md, "Tied embeddings", measured).
+    PyTorch layout (``layout="out_in"``: d_out = V, d_in = d), so `layer_norms` reports
+    the paper's output norm ‖W_out‖_{RMS→∞} for it as "rms_to_inf/<path>"; its radius is
+    √d, the geometric mean of the two uses' scales: the output norm wants token rows of L2
+    1/√d (logits O(1/√d)), the input norm rows of L2 √d (embedded tokens of RMS 1). So
+      - `init_params`: rows of L2 norm 1 (RMS 1/√d, as nanodo's and flax's default
+        initializers give): logits O(1), the loss at init ≈ ln V + ½;
+      - update: each token's row moves by L2 η (the input norm's 1→RMS step gives √d·η,
+        the output norm's η/√d; the same per-token direction).
+    At the output norm's own scale the embedded tokens start at RMS 1/d against blocks
+    writing O(1) to the residual stream, and a model whose first pre-norm sees tokens plus
+    positions learns little beyond unigram statistics (PORTING.md, "Tied embeddings").
 
     Args:
       d_model: the table's width d (its last axis).
       lr_scale: the table's learning-rate multiplier.
       **kwargs: other `Role` fields (weight_decay, batch_axes).
     """
-    return Role("rms_to_inf", lr_scale, layout="out_in", radius=float(d_model), **kwargs)
+    return Role("rms_to_inf", lr_scale, layout="out_in", radius=float(d_model) ** 0.5, **kwargs)
 
 
 def key_name(key: Any) -> str | None:

@@ -352,3 +352,49 @@ def test_linen_layer_names_merge_into_one_rule():
         r"^lm_head/bias$",
         r"^lm_head/kernel$",
     ]
+
+
+class NanodoLike(nn.Module):
+    """nanodo's layout: a tied table (`attend`), learned positions added before the first
+    pre-norm, DenseGeneral attention."""
+
+    @nn.compact
+    def __call__(self, tokens):
+        embed = nn.Embed(V, D, name="embed")
+        x = embed(tokens) + nn.Embed(T, D, name="pos_embed")(jnp.arange(tokens.shape[-1]))
+        h = nn.LayerNorm()(x)
+        q, k, v = (
+            nn.DenseGeneral((HEADS, D // HEADS), name=n)(h) for n in ("query", "key", "value")
+        )
+        att = nn.dot_product_attention(q, k, v, mask=nn.make_causal_mask(tokens))
+        x = x + nn.DenseGeneral(D, axis=(-2, -1), name="out")(att)
+        return embed.attend(nn.LayerNorm()(x))
+
+
+def test_tied_linen_model_tokens_and_positions_at_one_scale():
+    """The tied table and the positions added to it get one role: init_params starts both at
+    rows of L2 1 (RMS 1/√d: neither drowns the other before the first pre-norm), logits O(1),
+    and the first steps move token rows and position rows by the same L2 η."""
+    tokens = _tokens()
+    model = NanodoLike()
+    params = model.init(jax.random.key(0), tokens[:, :-1])["params"]
+    rules = scion_jax.propose_rules(params)
+    roles = dict(rules)
+    assert (
+        roles[r"^embed/embedding$"]
+        == roles[r"^pos_embed/embedding$"]
+        == (scion_jax.tied_embedding(D))
+    )
+    params = scion_jax.init_params(jax.random.key(1), params, rules, 1, (r"out/kernel$",))
+    for table in ("embed", "pos_embed"):
+        rows = np.linalg.norm(np.asarray(params[table]["embedding"]), axis=1)
+        np.testing.assert_allclose(rows, 1.0, rtol=1e-5)
+    loss = _loss(model.apply({"params": params}, tokens[:, :-1]), tokens)
+    assert math.log(V) < float(loss) < math.log(V) + 1
+    tx = scion_jax.scion(0.01, rules)
+    grads = jax.grad(lambda p: _loss(model.apply({"params": p}, tokens[:, :-1]), tokens))(params)
+    u, _ = tx.update(grads, tx.init(params), params)
+    seen = np.unique(np.asarray(tokens[:, :-1]))
+    for table, rows in (("embed", seen), ("pos_embed", np.arange(T))):
+        step = np.linalg.norm(np.asarray(u[table]["embedding"])[rows], axis=1)
+        np.testing.assert_allclose(step, 0.01, rtol=1e-4)

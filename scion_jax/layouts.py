@@ -34,14 +34,14 @@ VECTOR_NAMES = ("bias", "scale", "b", "offset")  # DenseGeneral biases [heads, d
 EMBED_MODULE = re.compile(r"embed|^wte$|^wpe$")  # a table's module in PyTorch-like naming
 # An output layer's module (or raw array) name, whatever its leaf is called.
 HEAD_NAMES = ("head", "lm_head", "unembed", "logits", "classifier", "output", "output_layer")
-KINDS = ("table", "matrix", "general", "conv", "vector", "scalar")
 
 
 @dataclasses.dataclass(frozen=True)
 class Leaf:
     """One parameter: its path, shape (without a declared stack axis: `core`), kind
-    (one of `KINDS`; "general": a DenseGeneral / Einsum kernel of ≥ 3 axes), layout, and
-    its module's name (the path component before the leaf; the leaf's own for a raw array)."""
+    ("table", "matrix", "conv", "vector", "scalar", or "general": a DenseGeneral / Einsum
+    kernel of ≥ 3 axes), layout, and its module's name (the path component before the
+    leaf; the leaf's own for a raw array)."""
 
     path: str
     shape: tuple[int, ...]
@@ -154,7 +154,7 @@ def read_leaves(
         probe = Leaf(path, shape, core, "scalar")
         if path in typed and len(core) >= 2:
             kind = typed[path]
-            found = (kind, "in_out" if kind == "table" else "out_in")
+            found = (kind, "out_in" if kind in ("matrix", "conv") else "in_out")
             if kind == "matrix" and len(core) > 2:  # a vmapped Linear stack, undeclared
                 found = None
         elif path in typed:

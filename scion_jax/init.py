@@ -1,4 +1,5 @@
-"""The paper's initialization (PAPER.md §4): each parameter at norm 1 in its role's norm.
+"""The paper's initialization (PAPER.md §4): each parameter at norm 1 in its role's norm
+(at norm ρ where its role sets a radius ρ: the norm its steps are measured against).
 
 The same norm defines how a layer is initialized and how it is updated (Disco's
 ``Norm.init`` / ``Norm.lmo`` pairing):
@@ -11,8 +12,8 @@ The same norm defines how a layer is initialized and how it is updated (Disco's
   none         left as given (e.g. frozen or learnable RMSNorm scales)
 Residual-writing matrices (attention output, MLP down) are further × 1/√(2·n_layers).
 
-A tied embedding (one table as input and output) takes `tied_embedding()`: the head view
-of the table, initialized like an output layer, so the loss at init is ≈ ln V.
+A tied embedding (one table as input and output) takes `tied_embedding(d)`: the head view
+of the table at RMS→∞ norm √d, i.e. rows of L2 norm 1 (see its docstring).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def init_params(
       key: PRNG key.
       params: pytree of arrays (only shapes and dtypes are used, except "none" and
         "bias_rms" leaves, which are returned unchanged).
-      rules: the optimizer's rule table.
+      rules: the optimizer's rule table (a role's own radius ρ sets its init norm).
       n_layers: number of transformer blocks; when given, parameters whose path
         matches a `residual_rules` regex are scaled by 1/√(2·n_layers). A ValueError
         names the regexes if none of them matches a matrix parameter.
@@ -100,6 +101,8 @@ def init_params(
             continue
         _, mshape = matrix_view(role, tuple(w.shape))
         m = init_matrix(k, role, mshape, tuple(w.shape))
+        if role.radius is not None:  # at norm ρ, the role's own radius
+            m = m * role.radius
         if n_layers is not None and any(r.search(path_str(path)) for r in residual):
             m = m / np.sqrt(2 * n_layers)
             scaled += 1

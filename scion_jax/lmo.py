@@ -1,6 +1,7 @@
 """Linear minimization oracles: the unit-norm direction u maximizing ⟨g, u⟩ (PAPER.md §2).
 
-Matrices are in flax layout ``[*batch, d_in, d_out]`` (see `rules.to_matrix`). Every
+Matrices are in the matrix view ``[*batch, d_in, d_out]`` (see `rules.to_matrix`, which
+brings any layout there). Every
 LMO here except "rms_to_rms" is row- or column-local; "rms_to_rms" is supplied the
 orthogonalized matrix by the caller, so that many matrices can be orthogonalized
 together (batched, or partitioned across devices).

@@ -1,7 +1,8 @@
 """Operator norms of weights and updates (PAPER.md §1), and per-layer logging.
 
-Weights are in flax layout; `role` axes give the matrix view ``[*batch, d_in, d_out]``
-and each norm is returned per matrix (shape ``batch``).
+A `role`'s axes or layout give each parameter's matrix view ``[*batch, d_in, d_out]`` (flax /
+Haiku ``[d_in, d_out]`` as is; ``layout="out_in"``: PyTorch / Equinox ``[d_out, d_in]``), and
+each norm is returned per matrix (shape ``batch``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def operator_norm(
         power-iteration estimate with `power_iters` steps); "conv_spectral" is
         k²·√(c_in/c_out)·σ_max (the reference SpectralConv's norm), i.e. k × "rms_to_rms".
       role: its axes give the matrix view; defaults to the last two axes (other axes
-        batch). For a tied embedding's `tied_embedding()` role, "rms_to_inf" is the
+        batch). For a tied embedding's `tied_embedding(d)` role, "rms_to_inf" is the
         paper's output norm of its head view.
       power_iters: use power iteration instead of SVD for σ_max.
     """

@@ -1,21 +1,26 @@
-"""A first rule table for any flax (or pytree) model, and the "which parameter got what" view.
+"""A first rule table for any flax, Haiku or Equinox model, and the "which parameter got
+what" view.
 
-`propose_rules(params)` reads flax naming and shapes and returns an ordinary list of
-``(regex, Role)`` pairs, one anchored regex per parameter path (layer indices become
-``\\d+``), to read, edit and pass to `scion`:
+`propose_rules(model)` reads what each parameter is from the model's library conventions
+(`scion_jax.layouts`: flax ``kernel [in, out]``, Haiku ``w [in, out]``, Equinox
+``Linear.weight [out, in]`` from its module types) and returns an ordinary list of
+``(regex, Role)`` pairs, one anchored regex per parameter path (layer indices, also Linen's
+``blocks_0``, become ``\\d+``), to read, edit and pass to `scion`:
 
-  embedding tables ``.../embedding [V, d]``                    → "l1_to_rms" (input)
-  the LM head (a 2-D kernel of a module named head / lm_head / unembed / logits /
-    classifier / output / output_layer)                        → "rms_to_inf" (output)
-  a table also used as the output (tied; no head kernel)       → `tied_embedding()`
-  other 2-D kernels                                            → "rms_to_rms"
+  embedding tables ``[V, d]``                                  → "l1_to_rms" (input)
+  the output layer (a matrix whose module, or the leaf itself, is named head / lm_head /
+    unembed / logits / classifier / output / output_layer)     → "rms_to_inf" (output)
+  a table also used as the output (tied; no head)             → `tied_embedding()`, and the
+    model's other tables (positions, segments: added to it)   → `tied_embedding()` too
+  other matrices                                               → "rms_to_rms"
   DenseGeneral / Einsum kernels (query/key/value ``[d, heads, head_dim]``,
     attention out ``[heads, head_dim, d]``)                    → "rms_to_rms" with in/out axes
-  conv kernels ``[*spatial, c_in, c_out]`` (a "conv" module)   → "conv_spectral"
+  conv kernels (flax, Haiku ``[*k, c_in, c_out]``; Equinox ``[c_out, c_in, *k]``) → "conv_spectral"
   biases, norm scales (RMS over all axes but a stack axis)     → "bias_rms", no weight decay
   scalars                                                      → "none"
-A parameter it cannot read unambiguously raises a ValueError naming it; pass a rule
-for it in `known`. `describe(params, rules)` prints the result per parameter.
+PyTorch-layout matrices get ``layout="out_in"``. A parameter it cannot read unambiguously
+raises a ValueError naming it, its shape and the ways to say what it is; so does a model in
+which no parameter is the output layer. `describe(params, rules)` prints the result.
 """
 
 from __future__ import annotations
@@ -26,26 +31,37 @@ from typing import Any
 
 import jax
 
+from scion_jax.layouts import HEAD_NAMES, Leaf, read_leaves
 from scion_jax.rules import (
     MATRIX_NORMS,
     Role,
     Rules,
     compile_rules,
+    matrix_axes,
     matrix_view,
     path_str,
     resolve_roles,
     tied_embedding,
 )
 
-HEAD_NAMES = ("head", "lm_head", "unembed", "logits", "classifier", "output", "output_layer")
 QKV_NAMES = ("query", "key", "value", "q", "k", "v", "q_proj", "k_proj", "v_proj", "qkv")
 ATTN_OUT_NAMES = ("out", "o", "o_proj", "out_proj", "attn_out")
+POSITION = re.compile(r"pos|wpe")  # a table of positions, not tokens
+OUTPUT_NORMS = ("rms_to_inf", "sign")
 NO_DECAY = {"weight_decay": 0.0}  # biases and norm scales: never pulled towards 0
 
 
 def _pattern(path: str) -> str:
-    """An anchored regex for `path`, any layer index matching (``layers/\\d+/...``)."""
-    parts = [r"\d+" if part.isdigit() else re.escape(part) for part in path.split("/")]
+    """An anchored regex for `path`, any layer index matching (``layers/\\d+/...``,
+    Linen's ``blocks_\\d+/...``)."""
+    parts = []
+    for part in path.split("/"):
+        if part.isdigit():
+            parts.append(r"\d+")
+        elif m := re.fullmatch(r"(.*_)(\d+)", part):
+            parts.append(re.escape(m.group(1)) + r"\d+")
+        else:
+            parts.append(re.escape(part))
     return "^" + "/".join(parts) + "$"
 
 
@@ -53,20 +69,46 @@ def _shift(axes: int | tuple[int, ...], by: int) -> int | tuple[int, ...]:
     return axes + by if isinstance(axes, int) else tuple(a + by for a in axes)
 
 
-def _kernel_axes(path: str, shape: tuple[int, ...], d_model: int | None):
+def _kernel_axes(leaf: Leaf, d_model: int | None):
     """(in_axes, out_axes) of a DenseGeneral/Einsum kernel, or None if ambiguous."""
-    module = path.split("/")[-2] if "/" in path else ""
-    ndim = len(shape)
-    if module in QKV_NAMES or (d_model is not None and shape[0] == d_model):
+    shape, ndim = leaf.core, len(leaf.core)
+    if leaf.module in QKV_NAMES or (d_model is not None and shape[0] == d_model):
         return 0, tuple(range(1, ndim))
-    if module in ATTN_OUT_NAMES or (d_model is not None and shape[-1] == d_model):
+    if leaf.module in ATTN_OUT_NAMES or (d_model is not None and shape[-1] == d_model):
         return tuple(range(ndim - 1)), ndim - 1
     return None
 
 
+def _is_head(leaf: Leaf) -> bool:
+    return leaf.kind == "matrix" and (leaf.module in HEAD_NAMES or leaf.name in HEAD_NAMES)
+
+
+def _d_out(leaf: Leaf) -> int:
+    return leaf.core[-1] if leaf.layout == "in_out" else leaf.core[-2]
+
+
+def _ambiguous_error(items: list[tuple[str, tuple[int, ...]]]) -> ValueError:
+    listed = ", ".join(f"{p!r} {s}" for p, s in items)
+    return ValueError(
+        f"Cannot tell what these parameters are: {listed}. A 2-D `weight` (or an unknown "
+        "leaf name) is [d_out, d_in] in PyTorch and Equinox but [d_in, d_out] in flax and "
+        "Haiku; a kernel of ≥ 3 axes may be one matrix or a stack. Say which:\n"
+        "  - pass the model itself (an Equinox module: its eqx.nn.Linear / Embedding / Conv "
+        "types give the layout; a flax NNX module or Haiku params: their names do),\n"
+        "  - propose_rules(..., layout='out_in') for PyTorch-layout matrices ([d_out, d_in], "
+        "conv [c_out, c_in, *k]) or layout='in_out' for [d_in, d_out],\n"
+        "  - stacked= the path regex of layers stacked along their first axis,\n"
+        "  - or a rule for each in known=, e.g. (r'^lm_head/weight$', "
+        "Role('rms_to_inf', layout='out_in')), (r'^...$', Role('rms_to_rms', in_axes=0, "
+        "out_axes=(1, 2))) for one matrix over several axes, or Role('rms_to_rms', "
+        "batch_axes=0) for a stack."
+    )
+
+
 def propose_rules(
-    params: Any,
+    model: Any,
     *,
+    layout: str | None = None,
     stacked: str | None = None,
     tied: bool | None = None,
     known: Rules = (),
@@ -74,16 +116,20 @@ def propose_rules(
     hidden_lr_scale: float = 1.0,
     output_lr_scale: float = 1.0,
 ) -> list[tuple[str, Role]]:
-    """A rule table for `params` from flax parameter names and shapes (see the module doc).
+    """A rule table for `model`'s parameters (see the module doc).
 
     Args:
-      params: the parameter pytree (arrays or ShapeDtypeStructs; flax NNX state works).
+      model: the parameter pytree (arrays or ShapeDtypeStructs: flax Linen params, flax
+        NNX state, Haiku params), a flax NNX module, or an Equinox module (or its
+        ``eqx.filter(model, eqx.is_array)``): the table's paths are those of this pytree.
+      layout: "out_in" (PyTorch-like ``weight [d_out, d_in]``) or "in_out": how to read
+        matrices whose leaf name and module type do not say (see `scion_jax.layouts`).
       stacked: regex of the paths whose leading axis stacks layers (``nnx.scan`` /
-        ``nnx.vmap`` / linen ``scan`` over layers, e.g. ``"^layers/"``): that axis is
-        declared ``batch_axes=0``.
+        ``nnx.vmap`` / linen ``scan`` / ``eqx.filter_vmap`` over layers, e.g.
+        ``"^layers/"``): that axis is declared ``batch_axes=0``.
       tied: the embedding table is also the output layer; None: so when there is one
-        token embedding and no head kernel (a ValueError if an unnamed kernel maps to
-        the vocabulary: then say which).
+        token embedding and no head (a ValueError if an unnamed matrix maps to the
+        vocabulary: then say which).
       known: rules put first, as given; the parameters they match are not proposed.
       input_lr_scale, hidden_lr_scale, output_lr_scale: the groups' LR multipliers.
 
@@ -92,80 +138,77 @@ def propose_rules(
     """
     known = list(known)
     known_compiled = compile_rules(known)
-    flat = [
-        (path_str(p), tuple(x.shape)) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]
-    ]
-    stack_re = re.compile(stacked) if stacked else None
-
-    def core(path, shape):  # the shape without a declared stack axis
-        return shape[1:] if stack_re and stack_re.search(path) else shape
+    params, leaves, ambiguous = read_leaves(model, layout=layout, stacked=stacked)
 
     def is_known(path):
         return any(p.search(path) for p, _ in known_compiled)
 
-    todo = [(p, s) for p, s in flat if not is_known(p)]
-    tables = [(p, core(p, s)) for p, s in todo if p.endswith("embedding") and len(core(p, s)) == 2]
-    token_tables = [t for t in tables if "pos" not in t[0].split("/")[-2 if "/" in t[0] else 0]]
-    vocab = max((s[0] for _, s in token_tables), default=None)
-    d_model = token_tables[0][1][1] if token_tables else None
-
-    def is_head(path, shape):
-        module = path.split("/")[-2] if "/" in path else path
-        return path.endswith("kernel") and len(shape) == 2 and module in HEAD_NAMES
-
-    heads = [p for p, s in todo if is_head(p, core(p, s))]
-    to_vocab = [p for p, s in todo if len(core(p, s)) == 2 and core(p, s)[-1] == vocab]
-    to_vocab = [p for p in to_vocab if not p.endswith("embedding") and p not in heads]
+    todo = [leaf for leaf in leaves if not is_known(leaf.path)]
+    tables = [t for t in todo if t.kind == "table"]
+    token_tables = [t for t in tables if not POSITION.search(t.module.lower())]
+    vocab = max((t.core[0] for t in token_tables), default=None)
+    d_model = token_tables[0].core[1] if token_tables else None
+    heads = [leaf for leaf in todo if _is_head(leaf)]
+    to_vocab = [
+        leaf.path
+        for leaf in todo
+        if leaf.kind == "matrix" and not _is_head(leaf) and _d_out(leaf) == vocab
+    ]
     if tied is None and len(token_tables) == 1 and not heads:
         if to_vocab:  # an unnamed head, or a hidden layer as wide as V: cannot tell
             raise ValueError(
-                f"No kernel is named as an output layer ({', '.join(HEAD_NAMES)}) but "
+                f"No matrix is named as an output layer ({', '.join(HEAD_NAMES)}) but "
                 f"{to_vocab} map to the vocabulary size {vocab}: pass tied=True if the "
-                f"table {token_tables[0][0]!r} is also the output layer, else tied=False "
+                f"table {token_tables[0].path!r} is also the output layer, else tied=False "
                 "and a rule for the head in known=, e.g. (r'^Dense_3/kernel$', 'rms_to_inf')."
             )
         tied = True
-    tied_path = max(token_tables, key=lambda t: t[1][0])[0] if tied and token_tables else None
+    tied_path = max(token_tables, key=lambda t: t.core[0]).path if tied and token_tables else None
 
     proposed: list[tuple[str, Role]] = []
-    ambiguous = []
-    for path, shape in todo:
-        c = core(path, shape)
-        lead = len(shape) - len(c)
+    ambiguous = [(p, s) for p, s in ambiguous if not is_known(p)]
+    for leaf in todo:
+        lead = len(leaf.shape) - len(leaf.core)
         batch = {"batch_axes": 0} if lead else {}
-        name = path.split("/")[-1]
-        if len(c) == 0:
+        out_in = {"layout": "out_in"} if leaf.layout == "out_in" else {}
+        if leaf.kind == "scalar":
             role = Role("none")
-        elif len(c) == 1 or name in ("bias", "scale"):  # DenseGeneral biases: [heads, dh]
-            axes = {"out_axes": tuple(range(lead, len(shape)))} if len(c) > 1 else {}
+        elif leaf.kind == "vector":  # DenseGeneral biases [heads, dh]: RMS over both
+            axes = {"out_axes": tuple(range(lead, len(leaf.shape)))} if len(leaf.core) > 1 else {}
             role = Role("bias_rms", hidden_lr_scale, **axes, **NO_DECAY)
-        elif path == tied_path:
-            role = tied_embedding(output_lr_scale, **batch)
-        elif name == "embedding" and len(c) == 2:
+        elif leaf.kind == "table" and tied_path is not None:  # the tied table and the
+            role = tied_embedding(leaf.core[1], output_lr_scale, **batch)  # and tables added to it
+        elif leaf.kind == "table":
             role = Role("l1_to_rms", input_lr_scale, **batch)
-        elif is_head(path, c):
-            role = Role("rms_to_inf", output_lr_scale, **batch)
-        elif len(c) == 2:
-            role = Role("rms_to_rms", hidden_lr_scale, **batch)
-        elif "conv" in path.lower():
-            role = Role("conv_spectral", hidden_lr_scale, **batch)
-        else:
-            axes = _kernel_axes(path, c, d_model)
+        elif _is_head(leaf):
+            role = Role("rms_to_inf", output_lr_scale, **batch, **out_in)
+        elif leaf.kind == "matrix":
+            role = Role("rms_to_rms", hidden_lr_scale, **batch, **out_in)
+        elif leaf.kind == "conv":
+            role = Role("conv_spectral", hidden_lr_scale, **batch, **out_in)
+        else:  # "general": a DenseGeneral / Einsum kernel
+            axes = _kernel_axes(leaf, d_model)
             if axes is None:
-                ambiguous.append((path, shape))
+                ambiguous.append((leaf.path, leaf.shape))
                 continue
             ins, outs = _shift(axes[0], lead), _shift(axes[1], lead)
             role = Role("rms_to_rms", hidden_lr_scale, in_axes=ins, out_axes=outs)
-        proposed.append((path, role))
+        proposed.append((leaf.path, role))
     if ambiguous:
+        raise _ambiguous_error(ambiguous)
+    rules = known + _merge(proposed)
+    roles = jax.tree.leaves(resolve_roles(params, rules), is_leaf=lambda r: isinstance(r, Role))
+    if not any(r.norm in OUTPUT_NORMS for r in roles):
         raise ValueError(
-            "Cannot tell the matrix view of "
-            + ", ".join(f"{p!r} {s}" for p, s in ambiguous)
-            + ": pass a rule for each in known=, e.g. (r'^...$', Role('rms_to_rms', "
-            "in_axes=0, out_axes=(1, 2))) for one matrix over several axes, or "
-            "Role('rms_to_rms', batch_axes=0) for a stack (or stacked= its path regex)."
+            "No parameter is proposed an output norm (rms_to_inf): no matrix is named as "
+            f"an output layer ({', '.join(HEAD_NAMES)})"
+            + (" and tied=False" if tied is False else " and no embedding table is tied")
+            + ". Scion's output norm is the one that sets the logits' scale: name the "
+            "head module one of those, pass tied=True if an embedding table is the output "
+            "layer, or give the head's rule in known=, e.g. (r'^Dense_3/kernel$', "
+            "'rms_to_inf')."
         )
-    return known + _merge(proposed)
+    return rules
 
 
 def _merge(proposed: list[tuple[str, Role]]) -> list[tuple[str, Role]]:
@@ -184,12 +227,19 @@ def _merge(proposed: list[tuple[str, Role]]) -> list[tuple[str, Role]]:
     return out
 
 
-def describe_rows(
-    params: Any, rules: Rules, *, radius: float = 1.0, weight_decay: float = 0.0
-) -> list[dict[str, Any]]:
-    """Per parameter: path, shape, norm, matrix view, lr_scale, radius, weight decay, rule.
+def _axes_text(axes: tuple[int, ...], shape: tuple[int, ...]) -> str:
+    """``"1 (64)"``: matrix axes and their sizes."""
+    return ",".join(str(a) for a in axes) + f" ({'·'.join(str(shape[a]) for a in axes)})"
 
-    `radius` / `weight_decay`: the values passed to `scion`, which a role may override.
+
+def describe_rows(
+    params: Any, rules: Rules, *, radius: float = 1.0, weight_decay: float | None = None
+) -> list[dict[str, Any]]:
+    """Per parameter: path, shape, norm, matrix view (batch × d_in × d_out, and which axes
+    are d_in and d_out), lr_scale, radius, weight decay, rule.
+
+    `radius` / `weight_decay`: the values passed to `scion`, which a role may override;
+    `weight_decay` None: "scion's" for the parameters whose role does not set its own.
     """
     roles = resolve_roles(params, rules)  # raises on unmatched paths / bad shapes
     compiled = compile_rules(rules)
@@ -197,8 +247,11 @@ def describe_rows(
     rows = []
     for (path, x), role in zip(flat, jax.tree.structure(params).flatten_up_to(roles), strict=True):
         p, shape = path_str(path), tuple(x.shape)
+        d_in = d_out = "-"
         if role.norm in MATRIX_NORMS:
             _, mshape = matrix_view(role, shape)
+            _, ins, outs = matrix_axes(role, shape)
+            d_in, d_out = _axes_text(ins, shape), _axes_text(outs, shape)
             n_batch = 1
             for b in mshape[:-2]:
                 n_batch *= b
@@ -207,15 +260,18 @@ def describe_rows(
             view = "vector" if role.norm == "bias_rms" else "-"
         rule = next(pat.pattern for pat, r in compiled if pat.search(p))
         frozen = role.norm == "none"
+        decay = role.weight_decay if role.weight_decay is not None else weight_decay
         rows.append(
             {
                 "path": p,
                 "shape": shape,
                 "norm": role.norm,
                 "matrix": view,
+                "d_in axes": d_in,
+                "d_out axes": d_out,
                 "lr_scale": 0.0 if frozen else role.lr_scale,
                 "radius": radius if role.radius is None else role.radius,
-                "weight_decay": weight_decay if role.weight_decay is None else role.weight_decay,
+                "weight_decay": "scion's" if decay is None else decay,
                 "rule": rule,
             }
         )
@@ -227,13 +283,13 @@ def describe(
     rules: Rules,
     *,
     radius: float = 1.0,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
     print_fn: Callable[[str], Any] = print,
 ) -> None:
     """Prints the "which parameter got what" table of `describe_rows` (matrix view:
-    batch × d_in × d_out)."""
+    batch × d_in × d_out; the d_in and d_out axes of the parameter and their sizes)."""
     rows = describe_rows(params, rules, radius=radius, weight_decay=weight_decay)
-    cols = ("path", "shape", "norm", "matrix", "lr_scale", "radius", "weight_decay", "rule")
+    cols = tuple(rows[0]) if rows else ("path",)
     cells = [[_fmt(r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]

@@ -4,7 +4,9 @@ A rule table is a sequence of ``(regex, role)`` pairs; the first regex that
 ``re.search``-es a parameter's path wins (big_vision style). A path is the
 pytree keys joined by "/", e.g. ``"layers/0/attn/q/kernel"``.
 
-A matrix norm reads a parameter as ``[*batch, d_in, d_out]``. Nothing is guessed for
+A matrix norm reads a parameter as ``[*batch, d_in, d_out]`` (flax and Haiku's layout).
+A PyTorch-layout matrix (Equinox ``Linear.weight`` ``[d_out, d_in]``, conv ``[c_out, c_in,
+*k]``) is declared with ``Role(norm, layout="out_in")``. Nothing is guessed for
 parameters of three or more axes: their extra axes must be declared, as separate
 matrices stacked along them (``batch_axes``: scanned layers, experts) or as part of one
 matrix (``in_axes`` / ``out_axes``: a DenseGeneral kernel ``[d, heads, head_dim]``).
@@ -24,6 +26,9 @@ NORMS = ("l1_to_rms", "rms_to_rms", "rms_to_inf", "sign", "conv_spectral", "bias
 MATRIX_NORMS = ("l1_to_rms", "rms_to_rms", "rms_to_inf", "sign", "conv_spectral")
 # Norms whose LMO orthogonalizes the matrix (Newton–Schulz), differing only in scale.
 SPECTRAL_NORMS = ("rms_to_rms", "conv_spectral")
+# Matrix layouts: flax / Haiku ``[d_in, d_out]`` (conv ``[*k, c_in, c_out]``), and
+# PyTorch / Equinox ``[d_out, d_in]`` (conv ``[c_out, c_in, *k]``).
+LAYOUTS = ("in_out", "out_in")
 
 Axes = int | tuple[int, ...]
 
@@ -52,6 +57,11 @@ class Role:
         has norm ρ; e.g. the reference Scion's per-group ``scale``.
       weight_decay: λ for this parameter (overrides `scion(weight_decay=...)`); 0.0
         masks decay off (norm scales, biases).
+      layout: "in_out" (flax, Haiku: ``[*batch, d_in, d_out]``, conv ``[*k, c_in, c_out]``)
+        or "out_in" (PyTorch, Equinox: ``[*batch, d_out, d_in]``, conv ``[*batch, c_out,
+        c_in, *k]``): which default axes are d_in and d_out (give either a layout or
+        explicit `in_axes` / `out_axes`). A ``[V, d]`` embedding table is "in_out" in
+        every library (V is its input); its tied head view ``[d, V]`` is "out_in".
     """
 
     norm: str
@@ -61,36 +71,47 @@ class Role:
     batch_axes: Axes | None = None
     radius: float | None = None
     weight_decay: float | None = None
+    layout: str = "in_out"
 
     def __post_init__(self):
         if self.norm not in NORMS:
             raise ValueError(f"Unknown norm {self.norm!r}; valid norms: {', '.join(NORMS)}.")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"Unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}.")
+        if self.layout == "out_in" and (self.in_axes is not None or self.out_axes is not None):
+            raise ValueError(
+                f"Role({self.norm!r}, layout='out_in') with in_axes={self.in_axes}, "
+                f"out_axes={self.out_axes}: give either the layout or the axes."
+            )
 
 
 Rules = Sequence[tuple[str, "str | Role"]]
 
 
-def tied_embedding(lr_scale: float = 1.0, **kwargs: Any) -> Role:
+def tied_embedding(d_model: int, lr_scale: float = 1.0, **kwargs: Any) -> Role:
     """The role of a table ``[V, d]`` used as both input embedding and output layer
-    (``logits = h @ tableᵀ``: nanodo, Gemma, flax ``Embed.attend``).
+    (``logits = h @ tableᵀ``: nanodo, Gemma, flax ``Embed.attend``), and of the tables
+    added to it (a learned position embedding: the same scale and step as its tokens).
 
-    It is the output layer's norm, RMS→∞, on the table's head view ``[d, V]``
-    (``in_axes=-1, out_axes=-2``), because the output norm is the one the paper's
-    optimal-norm result is about and the one that sets the logits' scale:
-      - update: each token's row of the table normalised to L2 norm 1/√d (the same
-        per-token direction as the input norm 1→RMS gives, whose rows have L2 √d:
-        only the scale differs, by d);
-      - `init_params`: rows of L2 norm 1/√d, so logits are O(1/√d) and the loss at
-        init is ≈ ln V (the input norm's rows of RMS 1 give logits O(√d));
-      - `layer_norms`: "rms_to_inf/<path>" is the paper's output norm ‖W_out‖_{RMS→∞}.
-    The embedded tokens are then small (RMS 1/d): models with a pre-norm first block
-    are unaffected; others may multiply the looked-up rows by √d or d (Gemma: √d).
+    Its norm is the output layer's, RMS→∞, on the table read as the head's weight in
+    PyTorch layout (``layout="out_in"``: d_out = V, d_in = d), so `layer_norms` reports
+    the paper's output norm ‖W_out‖_{RMS→∞} for it as "rms_to_inf/<path>"; its radius is
+    √d, the geometric mean of the two uses' scales: the output norm wants token rows of L2
+    1/√d (logits O(1/√d)), the input norm rows of L2 √d (embedded tokens of RMS 1). So
+      - `init_params`: rows of L2 norm 1 (RMS 1/√d, as nanodo's and flax's default
+        initializers give): logits O(1), the loss at init ≈ ln V + ½;
+      - update: each token's row moves by L2 η (the input norm's 1→RMS step gives √d·η,
+        the output norm's η/√d; the same per-token direction).
+    At the output norm's own scale the embedded tokens start at RMS 1/d against blocks
+    writing O(1) to the residual stream, and a model whose first pre-norm sees tokens plus
+    positions learns little beyond unigram statistics (PORTING.md, "Tied embeddings").
 
     Args:
-      lr_scale: the table's learning-rate multiplier (the output group's).
-      **kwargs: other `Role` fields (radius, weight_decay).
+      d_model: the table's width d (its last axis).
+      lr_scale: the table's learning-rate multiplier.
+      **kwargs: other `Role` fields (weight_decay, batch_axes).
     """
-    return Role("rms_to_inf", lr_scale, in_axes=-1, out_axes=-2, **kwargs)
+    return Role("rms_to_inf", lr_scale, layout="out_in", radius=float(d_model) ** 0.5, **kwargs)
 
 
 def key_name(key: Any) -> str | None:
@@ -115,6 +136,14 @@ def _as_role(role: str | Role) -> Role:
 
 
 def compile_rules(rules: Rules) -> list[tuple[re.Pattern, Role]]:
+    if callable(rules):
+        raise ValueError(
+            f"rules is a function ({getattr(rules, '__name__', rules)!r}), not a table: "
+            "scion takes a sequence of (regex, role) pairs matched on each parameter's "
+            "'/'-joined path. For an optax-style label function, write its labels as a "
+            "table (one (regex, role) pair per label) or let scion_jax.propose_rules(params) "
+            "write one."
+        )
     if isinstance(rules, (str, bytes)) or not all(
         isinstance(r, (tuple, list)) and len(r) == 2 for r in rules
     ):
@@ -143,6 +172,11 @@ def _axes_of(role: Role, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...], t
     """(declared batch axes, in axes, out axes) of `role` on an `ndim`-axis parameter."""
     n = max(ndim, 1)
     batch = _normalize(role.batch_axes, n)
+    if role.layout == "out_in":
+        if role.norm == "conv_spectral":  # [*batch, c_out, c_in, *k]: in axes (*k, c_in)
+            rest = [a for a in range(ndim) if a not in batch]
+            return batch, (*rest[2:], *rest[1:2]), tuple(rest[:1])
+        return batch, _normalize(-1, n), _normalize(-2, n)
     outs = _normalize(-1 if role.out_axes is None else role.out_axes, n)
     if role.in_axes is not None:
         ins = _normalize(role.in_axes, n)
@@ -199,12 +233,13 @@ def check_shape(path: str, role: Role, shape: tuple[int, ...]) -> None:
             f"the matrix view would be axes {ins} × {outs} with {undeclared} silently "
             "taken as a stack. Declare them, either\n"
             f"  - as a stack of separate matrices (scanned layers, experts): "
-            f"Role({norm!r}, batch_axes={undeclared if len(undeclared) > 1 else undeclared[0]}),"
-            " or\n"
+            f"Role({norm!r}, batch_axes={undeclared if len(undeclared) > 1 else undeclared[0]}"
+            f"{', layout=' + repr(role.layout) if role.layout != 'in_out' else ''}), or\n"
             f"  - as part of one matrix (a DenseGeneral/Einsum kernel such as "
             f"[d_model, heads, head_dim]): give in_axes/out_axes, e.g. "
             f"Role({norm!r}, in_axes=0, out_axes={tuple(range(1, ndim))}).\n"
-            "scion_jax.propose_rules(params) proposes a table from flax names and shapes."
+            "scion_jax.propose_rules(model or params) proposes a table from the model's "
+            "module types or its flax / Haiku / Equinox names and shapes."
         )
 
 

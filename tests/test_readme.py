@@ -1,4 +1,5 @@
-"""The README's code runs, and the shell commands of README.md / BUILD.md name files that exist."""
+"""The code of README.md and PORTING.md runs, and the shell commands of README.md / BUILD.md
+name files that exist."""
 
 from __future__ import annotations
 
@@ -81,6 +82,16 @@ def test_readme_python_snippet_runs():
     # The last line prints the output norm after one step: a finite positive number.
     value = float(out.getvalue().strip().splitlines()[-1])
     assert 0.0 < value < 10.0
+
+
+def test_porting_python_snippet_runs():
+    """PORTING.md's Equinox and Haiku example runs; it prints the head's output norm at init."""
+    blocks = code_blocks(os.path.join(ROOT, "PORTING.md"), ("python",))
+    assert len(blocks) == 1 and "equinox as eqx, haiku as hk" in blocks[0]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(blocks[0], "PORTING.md", "exec"), {"__name__": "porting"})  # noqa: S102
+    assert float(out.getvalue().strip().splitlines()[-1]) == pytest.approx(1.0, rel=1e-5)
 
 
 @pytest.mark.parametrize("doc", DOCS)

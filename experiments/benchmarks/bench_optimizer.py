@@ -212,6 +212,8 @@ def main(_):
             else:
                 times[name] = median_time(updates[name][0], *updates[name][1], repeats=r)
         rounds.append({name: times[name] for name in names if name in times})
+        print(f"round {i + 1}: " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in rounds[-1].items())
+              + " ms", flush=True)
     has_torch = all(torch_name in t for t in rounds)
     print(f"\n{FLAGS.rounds} interleaved rounds (median of {r} calls each); ratios: median "
           "[min–max] of the per-round ratios")

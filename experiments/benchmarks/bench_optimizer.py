@@ -3,15 +3,18 @@
     python experiments/benchmarks/bench_optimizer.py [--d_model=512 --n_layers=4 ...]
 
 The tree is a small Llama (TARGETS.md: d 512, 4 layers, SwiGLU 1408, vocab 8192: 21.2M
-params). All timings are medians over `--repeats` calls of the jitted update; with
-`--rounds` > 1 every update (and the PyTorch child) is timed once per round, rounds
-interleaved, and each ratio is the median of its per-round ratios. The PyTorch baseline
-(a Scion step written with the reference implementation's structure: Newton–Schulz in
-bf16 under torch.compile) runs when torch is installed (`pip install -e .[bench]`).
+params). Every update (and the PyTorch child) is timed once per round — the median of
+`--repeats` calls — in `--rounds` interleaved rounds, each round in a rotated order (no
+update always runs first or last). Each time printed is the median over the rounds, each
+ratio the median of its per-round ratios, with the spread of those ratios (min–max over
+the rounds): a busy neighbour slows a round, not one update. The PyTorch baseline (a Scion
+step written with the reference implementation's structure: Newton–Schulz in bf16 under
+torch.compile) runs when torch is installed (`pip install -e .[bench]`).
 
 The Newton–Schulz variants (Gram NS, AOL preconditioning with one step fewer) are timed
-beside today's default, with their quality on a 512×1408 matrix: cosine to the exact
-polar factor and the singular-value band, for a Gaussian matrix and for one with
+beside today's default, with their quality on `--quality_shapes` (the tree's SwiGLU shape,
+the quickstart's and the 69M proxy's): cosine to the exact polar factor, its difference
+to the default's, and the singular-value band, for a Gaussian matrix and for one with
 singular values spread over [1e-3, 1].
 """
 
@@ -35,8 +38,12 @@ flags.DEFINE_integer("d_model", 512, "Model width.")
 flags.DEFINE_integer("n_layers", 4, "Number of blocks.")
 flags.DEFINE_integer("mlp_hidden", 1408, "SwiGLU hidden size.")
 flags.DEFINE_integer("vocab", 8192, "Vocabulary size.")
-flags.DEFINE_integer("repeats", 7, "Timed calls per measurement (median reported).")
-flags.DEFINE_integer("rounds", 1, "Interleaved rounds (ratios: median over rounds).")
+flags.DEFINE_integer("repeats", 3, "Timed calls per update per round (their median).")
+flags.DEFINE_integer("rounds", 7, "Interleaved rounds (times and ratios: median over rounds).")
+flags.DEFINE_list(
+    "quality_shapes", ["512x1408", "128x384", "256x704"], "m×n shapes of the NS quality table."
+)
+flags.DEFINE_bool("ns_throughput", True, "Also time NS against a plain matmul of each shape.")
 flags.DEFINE_bool("torch", True, "Also time the PyTorch Scion baseline, if torch is installed.")
 flags.DEFINE_bool("torch_child", False, "Internal: time only the PyTorch step and print it.")
 
@@ -72,10 +79,28 @@ def median_time(fn, *args, repeats: int) -> float:
     return float(np.median(times))
 
 
-def time_optax(tx: optax.GradientTransformation, params, grads, repeats: int) -> float:
-    state = tx.init(params)
+def jitted_update(tx: optax.GradientTransformation, params, grads):
+    """(the jitted update, its arguments), compiled and run once."""
     update = jax.jit(tx.update)
-    return median_time(update, grads, state, params, repeats=repeats)
+    args = (grads, tx.init(params), params)
+    jax.block_until_ready(update(*args))
+    return update, args
+
+
+def summarize(rounds: list[dict[str, float]], base: str, ref: str | None):
+    """{name: (median s, (median, min, max) of s ÷ base's, of s ÷ ref's or None)} over
+    rounds of {name: seconds}; the ratios are taken within each round."""
+
+    def stats(values):
+        return float(np.median(values)), float(np.min(values)), float(np.max(values))
+
+    out = {}
+    for name in rounds[0]:
+        t = [r[name] for r in rounds]
+        vs_base = stats([r[name] / r[base] for r in rounds])
+        vs_ref = stats([r[name] / r[ref] for r in rounds]) if ref else None
+        out[name] = (float(np.median(t)), vs_base, vs_ref)
+    return out
 
 
 def time_torch_scion(shapes: dict[str, tuple[int, int]], repeats: int) -> float:
@@ -132,25 +157,27 @@ def torch_baseline() -> float | None:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def ns_quality(m: int, n: int) -> dict[str, tuple[float, float, float]]:
-    """(σ_min, σ_max, cosine to the float64 polar factor) of each variant's bf16 NS."""
+def ns_quality(m: int, n: int) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """{(variant, input): (σ_min, σ_max, cosine to the float64 polar factor)} of each
+    variant's bf16 NS."""
     rng = np.random.default_rng(0)
     gauss = rng.standard_normal((m, n))
     u, _, vt = np.linalg.svd(gauss, full_matrices=False)
-    spread = (u * np.geomspace(1e-3, 1.0, m)) @ vt
+    spread = (u * np.geomspace(1e-3, 1.0, min(m, n))) @ vt
     out = {}
-    for name, kw in VARIANTS.items():
-        steps = kw.get("ns_steps", 5)
-        opts = dict(gram=kw.get("ns_gram", False),
-                    preconditioning=kw.get("ns_preconditioning", "frobenius"))
-        for label, g in (("gaussian", gauss), ("σ in [1e-3, 1]", spread)):
-            x = scion_jax.newton_schulz(jnp.asarray(g, jnp.float32), "muon", steps, **opts)
+    for label, g in (("gaussian", gauss), ("σ in [1e-3, 1]", spread)):
+        pu, _, pvt = np.linalg.svd(g, full_matrices=False)
+        polar = pu @ pvt
+        for name, kw in VARIANTS.items():
+            opts = dict(gram=kw.get("ns_gram", False),
+                        preconditioning=kw.get("ns_preconditioning", "frobenius"))
+            x = scion_jax.newton_schulz(
+                jnp.asarray(g, jnp.float32), "muon", kw.get("ns_steps", 5), **opts
+            )
             x = np.asarray(x, np.float64)
-            pu, _, pvt = np.linalg.svd(g, full_matrices=False)
-            polar = pu @ pvt
             sv = np.linalg.svd(x, compute_uv=False)
             cos = np.sum(x * polar) / (np.linalg.norm(x) * np.linalg.norm(polar))
-            out[f"{name}, {label}"] = (sv.min(), sv.max(), cos)
+            out[name, label] = (sv.min(), sv.max(), cos)
     return out
 
 
@@ -172,32 +199,48 @@ def main(_):
         "optax.contrib.muon": optax.contrib.muon(0.01),
         "optax.adamw": optax.adamw(1e-3),
     }
-    rounds: list[dict[str, float]] = []
-    for _ in range(FLAGS.rounds):
-        times = {name: time_optax(tx, params, grads, r) for name, tx in txs.items()}
-        if FLAGS.torch and (t := torch_baseline()) is not None:
-            times["pytorch scion (bf16 NS, compiled)"] = t
-        rounds.append(times)
-    median = lambda f: float(np.median([f(t) for t in rounds]))  # noqa: E731
+    updates = {name: jitted_update(tx, params, grads) for name, tx in txs.items()}
     base, torch_name = "scion (bf16 NS)", "pytorch scion (bf16 NS, compiled)"
+    names = [*updates, torch_name] if FLAGS.torch else list(updates)
+    rounds: list[dict[str, float]] = []
+    for i in range(FLAGS.rounds):
+        times = {}
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # rotated order
+            if name == torch_name:
+                if (t := torch_baseline()) is not None:
+                    times[name] = t
+            else:
+                times[name] = median_time(updates[name][0], *updates[name][1], repeats=r)
+        rounds.append({name: times[name] for name in names if name in times})
+        print(f"round {i + 1}: " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in rounds[-1].items())
+              + " ms", flush=True)
     has_torch = all(torch_name in t for t in rounds)
-    print(f"\n{'update':36s} {'ms':>9s} {'this / default':>15s} {'this / pytorch':>15s}")
-    for name in rounds[0]:
-        vs_torch = f"{median(lambda t, k=name: t[k] / t[torch_name]):15.2f}" if has_torch else ""
-        print(
-            f"{name:36s} {median(lambda t, k=name: t[k]) * 1e3:9.1f} "
-            f"{median(lambda t, k=name: t[k] / t[base]):15.2f} {vs_torch}"
-        )
+    print(f"\n{FLAGS.rounds} interleaved rounds (median of {r} calls each); ratios: median "
+          "[min–max] of the per-round ratios")
+    print(f"{'update':36s} {'ms':>9s} {'this / default':>22s} {'this / pytorch':>22s}")
+    fmt = lambda q: f"{q[0]:6.2f} [{q[1]:.2f}–{q[2]:.2f}]"  # noqa: E731
+    for name, (t, vs_base, vs_torch) in summarize(
+        rounds, base, torch_name if has_torch else None
+    ).items():
+        print(f"{name:36s} {t * 1e3:9.1f} {fmt(vs_base):>22s} "
+              f"{fmt(vs_torch) if vs_torch else '':>22s}")
 
-    m, n = sorted(shapes["layers/0/mlp/w1"])
-    print(f"\nQuality of bf16 Newton–Schulz (Muon coefficients) on a {m}x{n} matrix:")
-    print(f"  {'variant, input':54s} {'σ_min':>6s} {'σ_max':>6s} {'cos to polar':>12s}")
-    for key, (lo, hi, cos) in ns_quality(m, n).items():
-        print(f"  {key:54s} {lo:6.3f} {hi:6.3f} {cos:12.4f}")
+    for shape in FLAGS.quality_shapes:
+        m, n = (int(v) for v in shape.lower().split("x"))
+        print(f"\nQuality of bf16 Newton–Schulz (Muon coefficients) on a {m}x{n} matrix:")
+        print(f"  {'variant, input':54s} {'σ_min':>6s} {'σ_max':>6s} {'cos to polar':>12s} "
+              f"{'− default':>10s}")
+        quality = ns_quality(m, n)
+        for (name, label), (lo, hi, cos) in quality.items():
+            default = quality[base, label][2]
+            print(f"  {name + ', ' + label:54s} {lo:6.3f} {hi:6.3f} {cos:12.4f} "
+                  f"{cos - default:+10.4f}")
 
+    if not FLAGS.ns_throughput:
+        return
     print("\nNewton–Schulz (muon, 5 steps) vs a plain matmul of the same size:")
     for m, n in sorted({tuple(sorted(s)) for k, s in shapes.items() if "layers" in k}):
-        for key, value in ns_vs_matmul(m, n, r).items():
+        for key, value in ns_vs_matmul(m, n, max(r, 5)).items():
             print(f"  {m}x{n} {key:24s} {value:8.2f}")
 
 

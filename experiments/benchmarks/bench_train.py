@@ -5,7 +5,9 @@
 
 For each width (4 layers, head_dim 64, seq 256, batch 16, vocab 256 — TARGETS.md):
 tokens/s of the jitted train step with scion and with adamw, MFU = model FLOPs
-(6·N_matmul + attention, forward + backward) / the measured matmul peak, and the
+(6·N_matmul + attention, forward + backward) / the measured matmul peak in the step's
+compute dtype (bf16 operands, fp32 accumulation: `matmul_peak`; "fp32 MFU" against the
+fp32 matmul's, what this column used to be), and the
 optimizer's share = 1 − t(forward+backward only) / t(full step), and the cost of the
 trainer's norm log every 16 steps relative to those steps (target ≤ 3%): every layer's
 parameter norm (exact SVD) and per-group summaries ("norms"), and that plus the update's
@@ -18,12 +20,20 @@ With --torch, the same architecture in PyTorch (torch.compile'd model, Scion ste
 width, timed in a child process, for the ratio ours / PyTorch measured in the same run. The
 PyTorch model computes in float32 (its Newton–Schulz in bf16, as ours); ours computes in
 --compute_dtype (the project's default bf16; float32 is the like-for-like comparison).
+
+--profile prints, instead, where the Scion step's time goes at each width (a `jax.profiler`
+trace joined with the compiled HLO: `scion_jax.hlo_stats.time_shares`).
 """
 
 from __future__ import annotations
 
+import glob
+import gzip
+import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -34,7 +44,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from scion_jax import xla_cpu
+from scion_jax import hlo_stats, xla_cpu
 from scion_jax.model import init_model, model_flops_per_token
 from scion_jax.train.config import base_config
 from scion_jax.train.metrics import norm_log_device, norm_logger
@@ -62,6 +72,12 @@ flags.DEFINE_integer(
     "CPU devices, the step data parallel over them (0: as experiments/run.py, one per "
     "logical CPU, up to 2, as many as divide --batch; 1: one device).",
 )
+flags.DEFINE_bool(
+    "profile",
+    False,
+    "Instead of the throughput table: per width, the share of the Scion step's kernel time "
+    "in matmuls, attention, elementwise/convert fusions and the optimizer (a profiler trace).",
+)
 flags.DEFINE_bool("torch", True, "Also time PyTorch (torch.compile + Scion) in a child process.")
 flags.DEFINE_integer("torch_child", 0, "Internal: time PyTorch at this width and print tokens/s.")
 
@@ -78,17 +94,31 @@ def _median_step_time(fn, state, batch, steps: int) -> float:
     return float(np.median(times))
 
 
-def matmul_peak() -> float:
-    """FLOP/s of a jitted fp32 2048³ matmul (the CPU's practical peak for our dtype)."""
-    a = jax.random.normal(jax.random.key(0), (2048, 2048))
-    mm = jax.jit(lambda a: a @ a)
-    mm(a).block_until_ready()
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        mm(a).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 2 * 2048**3 / float(np.median(times))
+def matmul_peak(dtype, sizes=(1024, 2048), repeats: int = 5) -> tuple[float, str]:
+    """(FLOP/s, what gave it): the best median rate of an n³ matmul with `dtype` operands
+    and fp32 accumulation (how the step's bf16 matmuls run), over `sizes`, on one device
+    and, with several, on all of them at once (one matrix each, as the data-parallel step
+    runs). The peak the step could reach in its compute dtype."""
+    best = (0.0, "")
+    devices = jax.devices()
+    for n in sizes:
+        for count in sorted({1, len(devices)}):
+            mesh = jax.make_mesh((count,), ("d",), devices=devices[:count])
+            a = jax.device_put(
+                jax.random.normal(jax.random.key(0), (count, n, n)).astype(dtype),
+                NamedSharding(mesh, P("d")),
+            )
+            mm = jax.jit(lambda a: jnp.matmul(a, a, preferred_element_type=jnp.float32))
+            mm(a).block_until_ready()
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                mm(a).block_until_ready()
+                times.append(time.perf_counter() - start)
+            rate = count * 2 * n**3 / float(np.median(times))
+            if rate > best[0]:
+                best = (rate, f"{n}³ on {count} device(s)")
+    return best
 
 
 def _config(width: int, optimizer: str):
@@ -108,9 +138,9 @@ def _config(width: int, optimizer: str):
     return c
 
 
-def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, float, float]:
-    """(tokens/s, step s, forward+backward-only s, the norm log's and the log with update
-    norms' share of 16 steps), data parallel over the CPU devices."""
+def _setup(width: int, optimizer: str):
+    """The train step as `experiments/run.py` runs it: (config, mesh, jitted step,
+    loss_fn, fresh() -> a new replicated state, batch)."""
     config = _config(width, optimizer)
     cfg = model_config(config)
     config.mesh.data = jax.device_count()
@@ -131,6 +161,13 @@ def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, f
     batch = jax.device_put(
         {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}, NamedSharding(mesh, BATCH_SPEC)
     )
+    return config, cfg, mesh, step, loss_fn, fresh, batch
+
+
+def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, float, float]:
+    """(tokens/s, step s, forward+backward-only s, the norm log's and the log with update
+    norms' share of 16 steps), data parallel over the CPU devices."""
+    config, cfg, mesh, step, loss_fn, fresh, batch = _setup(width, optimizer)
     grad_only = jax.jit(lambda s, b: (s, jax.grad(loss_fn)(s["params"], b)))
     t_grad = _median_step_time(grad_only, fresh(), batch, FLAGS.steps)
     log = jax.jit(norm_logger(model_rules(config, cfg)))
@@ -154,6 +191,34 @@ def jax_tokens_per_s(width: int, optimizer: str) -> tuple[float, float, float, f
     # Norms logged every 16 steps (target ≤ 3%): the log's cost over 16 steps.
     return (FLAGS.batch * FLAGS.seq_len / t_step, t_step, t_grad, t_norms / (16 * t_step_i),
             t_full / (16 * t_step_i))
+
+
+def profile_shares(width: int, optimizer: str = "scion") -> dict[str, float]:
+    """Where the step's time goes: a `jax.profiler` trace of `--steps` steps, each kernel
+    joined with the compiled step's HLO (`hlo_stats.time_shares`: the shares of kernel
+    time in the optimizer, attention, the model's matmuls, elementwise / convert fusions
+    and the rest), and "busy": kernel time ÷ (devices × the steps' wall time)."""
+    *_, mesh, step, _, fresh, batch = _setup(width, optimizer)
+    state = fresh()
+    hlo = step.lower(state, batch).compile().as_text()
+    for _ in range(2):  # compile, warm up
+        state, out = step(state, batch)
+    jax.block_until_ready(out)
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            start = time.perf_counter()
+            for _ in range(FLAGS.steps):
+                state, out = step(state, batch)
+                jax.block_until_ready(out)
+            wall = time.perf_counter() - start
+        (path,) = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+        with gzip.open(path) as f:
+            events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    shares = hlo_stats.time_shares(hlo, events)
+    shares["step_ms"] = wall / FLAGS.steps * 1e3
+    shares["busy"] = shares["kernel_us"] * 1e-6 / (mesh.size * wall)
+    return shares
 
 
 def _interleaved_median(fns, state, batch) -> list[float]:
@@ -227,11 +292,27 @@ def main(_):
     if FLAGS.torch_child:
         print(torch_tokens_per_s(FLAGS.torch_child))
         return
-    peak = matmul_peak()
-    print(f"measured fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s on {jax.devices()[0]}")
+    if FLAGS.profile:
+        print(f"profile of the scion step, {FLAGS.steps} steps, on {jax.device_count()} "
+              f"CPU device(s); shares of kernel time")
+        cols = ("matmul", "attention", "elementwise", "optimizer", "other")
+        head = " ".join(f"{c:>11s}" for c in cols)
+        print(f"{'d':>5s} {head} {'step ms':>8s} {'busy':>6s}")
+        for width in map(int, FLAGS.widths):
+            r = profile_shares(width)
+            print(f"{width:5d} " + " ".join(f"{r[c]:11.1%}" for c in cols)
+                  + f" {r['step_ms']:8.1f} {r['busy']:6.1%}")
+        return
+    dtype = jnp.dtype(FLAGS.compute_dtype)
+    peak, peak_how = matmul_peak(dtype)
+    fp32_peak, fp32_how = matmul_peak(jnp.float32) if dtype != jnp.float32 else (peak, peak_how)
+    print(f"measured matmul peak, {dtype.name} operands (the step's; MFU against it): "
+          f"{peak / 1e9:,.0f} GFLOP/s ({peak_how})")
+    print(f"measured matmul peak, float32: {fp32_peak / 1e9:,.0f} GFLOP/s ({fp32_how}), "
+          f"on {jax.devices()[0].device_kind}")
     print(f"our step: data parallel over {jax.device_count()} CPU device(s)")
     header = (
-        f"{'d':>5s} {'opt':>6s} {'tokens/s':>10s} {'MFU':>6s} {'opt share':>10s} "
+        f"{'d':>5s} {'opt':>6s} {'tokens/s':>10s} {'MFU':>6s} {'fp32 MFU':>9s} {'opt share':>10s} "
         f"{'norms/16 steps':>15s} {'+updates':>9s} {'torch tok/s':>12s} {'ours/torch':>11s}"
     )
     print(header)
@@ -243,12 +324,13 @@ def main(_):
         for optimizer in ("scion", "adamw"):
             tps, t_step, t_grad, norm_cost, full_cost = jax_tokens_per_s(width, optimizer)
             mfu = tps * flops_per_token / peak
+            fp32_mfu = tps * flops_per_token / fp32_peak
             share = max(0.0, 1 - t_grad / t_step)
             torch_cols = ("", "")
             if torch_tps and optimizer == "scion":
                 torch_cols = (f"{torch_tps:,.0f}", f"{tps / torch_tps:.2f}")
             print(
-                f"{width:5d} {optimizer:>6s} {tps:10,.0f} {mfu:6.1%} {share:10.1%} "
+                f"{width:5d} {optimizer:>6s} {tps:10,.0f} {mfu:6.1%} {fp32_mfu:9.1%} {share:10.1%} "
                 f"{norm_cost:15.1%} {full_cost:9.1%} {torch_cols[0]:>12s} {torch_cols[1]:>11s}"
             )
 

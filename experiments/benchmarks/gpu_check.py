@@ -1,0 +1,319 @@
+"""The parts of the one-call GPU check (`gpu_check.sh`), each writing one JSON file.
+
+    python experiments/benchmarks/gpu_check.py --part=train --out=DIR [--cpu_smoke]
+
+Parts (each in its own process, so that one part's crash, hang or memory does not touch
+another's; `gpu_check.sh` caps each with `timeout`):
+
+  env          jax / device versions, the device kind and its bf16 dense peak.
+  train        proxy_69m's train step (`jit_train_step`, as `train` runs it) at the paper's
+               context: tokens/s and MFU against the card's bf16 dense peak, with the config's
+               attention ("blockwise") and with "xla" and "cudnn"; and attention alone
+               (`jax.nn.dot_product_attention`, forward + backward), cuDNN vs XLA.
+  memory       XLA's prediction of the step's bytes (`memory.step_memory`: the compiled
+               step's memory_analysis) against the device's measured peak
+               (`memory_stats()["peak_bytes_in_use"]`) after running that step.
+  optimizer    one Scion update vs `optax.contrib.muon` at the proxy's and the 1.3B model's
+               parameter shapes.
+  partitioned  `scion(..., mesh=<the one device>)` (the trainer's partitioned path) vs plain
+               `scion`: time and the largest difference of the updates.
+
+`--cpu_smoke` runs every part at tiny sizes on the CPU (`make test` does, in
+tests/test_gpu_check.py), so the GPU hour is not spent debugging this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_optimizer, memory
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from flax import nnx  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+PARTS = ("env", "train", "memory", "optimizer", "partitioned")
+# bf16 dense peak FLOP/s (no sparsity) by device kind, first match of a lower-case
+# substring of `device_kind`: NVIDIA's datasheets.
+BF16_PEAKS = (
+    ("h200", 989e12),
+    ("gh200", 989e12),
+    ("h100 pcie", 756e12),
+    ("h100 nvl", 835e12),
+    ("h100", 989e12),  # SXM
+    ("b200", 2250e12),
+    ("a100", 312e12),
+    ("l40s", 362e12),
+    ("l4", 121e12),
+    ("a10", 125e12),
+)
+
+
+def bf16_peak(device_kind: str) -> float | None:
+    """The bf16 dense peak FLOP/s of a device kind (None when not in `BF16_PEAKS`)."""
+    kind = device_kind.lower()
+    return next((peak for key, peak in BF16_PEAKS if key in kind), None)
+
+
+def _timed(fn, *args, repeats: int) -> float:
+    """Median seconds of `repeats` calls, after one untimed (compiling) call."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def train_config(smoke: bool, attention: str | None = None, batch: int = 0):
+    """proxy_69m at its context (4096) on one device, or a tiny model with `smoke`."""
+    from scion_jax.train.config import paper_config
+
+    c = paper_config("proxy_69m", None)
+    c.mesh.update(data=1, fsdp=1, tensor=1)
+    c.batch_size = batch or 16
+    if smoke:
+        c.seq_len, c.batch_size = 128, batch or 2
+        c.model.update(d_model=64, n_layers=1, n_heads=1, n_kv_heads=0, vocab_size=512,
+                       mlp_hidden=128,
+                       attention_block=64)
+    if attention:
+        c.model.attention = attention
+    return c
+
+
+def _train_step(config):
+    """(jitted step, state, batch, model config) of `config` on the first device."""
+    from scion_jax.model import init_model
+    from scion_jax.train.optim import make_optimizer
+    from scion_jax.train.trainer import BATCH_SPEC, jit_train_step, make_mesh, model_config
+
+    cfg = model_config(config)
+    mesh = make_mesh(config)
+    tx = make_optimizer(config, cfg, mesh)
+    graphdef, params = nnx.split(init_model(cfg, jax.random.key(0)), nnx.Param)
+    replicated = NamedSharding(mesh, P())
+    state = jax.device_put(
+        {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)},
+        replicated,
+    )
+    _, step = jit_train_step(config, graphdef, tx, mesh, replicated)
+    tokens = jax.random.randint(
+        jax.random.key(1), (config.batch_size, config.seq_len + 1), 0, cfg.vocab_size
+    )
+    batch = jax.device_put(
+        {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}, NamedSharding(mesh, BATCH_SPEC)
+    )
+    return step, state, batch, cfg
+
+
+def _step_time(config, steps: int) -> dict:
+    from scion_jax.model import model_flops_per_token
+
+    step, state, batch, cfg = _train_step(config)
+    start = time.perf_counter()
+    state, metrics = step(state, batch)  # compile + first step
+    loss = float(metrics["loss"])
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    t = float(np.median(times))
+    tokens = config.batch_size * config.seq_len
+    flops = model_flops_per_token(cfg, config.seq_len) * tokens
+    peak = bf16_peak(jax.devices()[0].device_kind)
+    return {
+        "attention": config.model.attention,
+        "batch": config.batch_size,
+        "seq_len": config.seq_len,
+        "step_s": t,
+        "steps_timed": steps,
+        "compile_and_first_step_s": compile_s,
+        "tokens_per_s": tokens / t,
+        "model_tflop_per_s": flops / t / 1e12,
+        "mfu_bf16_peak": flops / t / peak if peak else None,
+        "loss_step_1": loss,
+    }
+
+
+def _attention_alone(smoke: bool, repeats: int) -> dict:
+    """Forward + backward of causal attention at the proxy's shapes, cuDNN vs XLA."""
+    b, t, h, d = (2, 128, 1, 64) if smoke else (16, 4096, 4, 64)
+    k = jax.random.split(jax.random.key(0), 3)
+    q, kk, v = (jax.random.normal(key, (b, t, h, d), jnp.bfloat16) for key in k)
+    out = {"shape": [b, t, h, d]}
+    for impl in ("xla", "cudnn"):
+        def loss(q, k, v, impl=impl):
+            o = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation=impl)
+            return jnp.sum(o.astype(jnp.float32))
+
+        try:
+            fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+            out[f"{impl}_fwd_bwd_ms"] = _timed(fn, q, kk, v, repeats=repeats) * 1e3
+        except Exception as e:  # cuDNN: GPUs only (and only some shapes / versions)
+            out[f"{impl}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+    return out
+
+
+def part_env(args) -> dict:
+    device = jax.devices()[0]
+    return {
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "device_kind": device.device_kind,
+        "bf16_peak_tflop_per_s": (bf16_peak(device.device_kind) or 0) / 1e12 or None,
+        "python": sys.version.split()[0],
+    }
+
+
+def part_train(args) -> dict:
+    out = {"device_kind": jax.devices()[0].device_kind, "steps": {}, "errors": {}}
+    deadline = time.monotonic() + args.budget_s
+    # The config's first; the smoke run skips "xla" (no GPU: the same program's compile).
+    for attention in ("blockwise", "cudnn") if args.cpu_smoke else ("blockwise", "xla", "cudnn"):
+        if time.monotonic() > deadline:
+            out["errors"][attention] = "skipped: out of time"
+            continue
+        try:
+            config = train_config(args.cpu_smoke, attention, args.batch)
+            out["steps"][attention] = _step_time(config, args.steps)
+        except Exception as e:
+            out["errors"][attention] = f"{type(e).__name__}: {str(e)[:300]}"
+        _write(args, "train", out)  # what is done survives a timeout
+    out["attention_alone"] = _attention_alone(args.cpu_smoke, args.steps)
+    return out
+
+
+def part_memory(args) -> dict:
+    import memory  # experiments/benchmarks/memory.py
+
+    config = train_config(args.cpu_smoke, batch=args.batch)
+    predicted = memory.step_memory(config, config.batch_size)
+    device = jax.devices()[0]
+    step, state, batch, _ = _train_step(config)
+    for _ in range(2):
+        state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    stats = device.memory_stats()  # None on the CPU
+    peak = stats.get("peak_bytes_in_use") if stats else None
+    return {
+        "device_kind": device.device_kind,
+        "batch": config.batch_size,
+        "seq_len": config.seq_len,
+        "attention": config.model.attention,
+        "predicted": predicted,
+        "measured_peak_bytes": peak,
+        "measured_over_predicted": peak / predicted["total_bytes"] if peak else None,
+        "bytes_limit": stats.get("bytes_limit") if stats else None,
+    }
+
+
+def update_shapes(smoke: bool) -> dict[str, dict[str, tuple[int, int]]]:
+    from bench_optimizer import llama_shapes
+
+    if smoke:
+        return {"tiny": llama_shapes(64, 1, 192, 512)}
+    return {
+        "proxy_69m": llama_shapes(256, 4, 704, 128_256),
+        "1.3B": llama_shapes(3072, 5, 8192, 128_256),  # bench_partitioned_ns.py's 1.3B
+    }
+
+
+def _tree(shapes):
+    keys = jax.random.split(jax.random.key(0), len(shapes))
+    params = {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, shapes.items())}
+    grads = jax.tree.map(lambda p: p * 0.01 + 1.0, params)
+    return params, grads
+
+
+def _update_time(tx, params, grads, repeats: int) -> float:
+    update = jax.jit(tx.update)
+    return _timed(update, grads, tx.init(params), params, repeats=repeats)
+
+
+def part_optimizer(args) -> dict:
+    from bench_optimizer import RULES
+
+    import scion_jax
+
+    out = {"device_kind": jax.devices()[0].device_kind}
+    for name, shapes in update_shapes(args.cpu_smoke).items():
+        params, grads = _tree(shapes)
+        row = {"params": int(sum(a * b for a, b in shapes.values()))}
+        row["scion_ms"] = _update_time(scion_jax.scion(0.01, RULES), params, grads,
+                                       args.steps) * 1e3
+        row["muon_ms"] = _update_time(optax.contrib.muon(0.01), params, grads, args.steps) * 1e3
+        row["scion_over_muon"] = row["scion_ms"] / row["muon_ms"]
+        out[name] = row
+        del params, grads
+        _write(args, "optimizer", out)
+    return out
+
+
+def part_partitioned(args) -> dict:
+    from bench_optimizer import RULES
+
+    import scion_jax
+
+    shapes = next(iter(update_shapes(args.cpu_smoke).values()))  # the proxy's
+    params, grads = _tree(shapes)
+    mesh = jax.make_mesh((1,), ("fsdp",), devices=jax.devices()[:1])
+    plain = scion_jax.scion(0.01, RULES)
+    parted = scion_jax.scion(0.01, RULES, mesh=mesh)
+    out = {"device_kind": jax.devices()[0].device_kind, "matrices": len(shapes)}
+    out["plain_ms"] = _update_time(plain, params, grads, args.steps) * 1e3
+    out["partitioned_ms"] = _update_time(parted, params, grads, args.steps) * 1e3
+    a, _ = jax.jit(plain.update)(grads, plain.init(params), params)
+    b, _ = jax.jit(parted.update)(grads, parted.init(params), params)
+    out["max_abs_difference"] = float(
+        max(jnp.max(jnp.abs(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    )
+    return out
+
+
+def _write(args, part: str, result: dict) -> str:
+    path = os.path.join(args.out, f"gpu_check_{part}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=PARTS, required=True)
+    parser.add_argument("--out", default=os.environ.get("OUT", "gpu_check_out"))
+    parser.add_argument("--cpu_smoke", action="store_true", help="Tiny sizes, on the CPU.")
+    parser.add_argument("--steps", type=int, default=5, help="Timed calls (median).")
+    parser.add_argument("--batch", type=int, default=0, help="Train batch (0: 16; smoke 2).")
+    parser.add_argument("--budget_s", type=float, default=150, help="train: start no "
+                        "variant after this many seconds.")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        result = globals()[f"part_{args.part}"](args)
+        rc = 0
+    except Exception:
+        result, rc = {"error": traceback.format_exc()[-3000:]}, 1
+    result["wall_s"] = time.perf_counter() - start
+    print(_write(args, args.part, result))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

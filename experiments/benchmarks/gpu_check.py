@@ -37,6 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from bench_optimizer import median_time  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
@@ -62,17 +63,6 @@ def bf16_peak(device_kind: str) -> float | None:
     """The bf16 dense peak FLOP/s of a device kind (None when not in `BF16_PEAKS`)."""
     kind = device_kind.lower()
     return next((peak for key, peak in BF16_PEAKS if key in kind), None)
-
-
-def _timed(fn, *args, repeats: int) -> float:
-    """Median seconds of `repeats` calls, after one untimed (compiling) call."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def train_config(smoke: bool, attention: str | None = None, batch: int = 0):
@@ -162,7 +152,7 @@ def _attention_alone(smoke: bool, repeats: int) -> dict:
 
         try:
             fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
-            out[f"{impl}_fwd_bwd_ms"] = _timed(fn, q, kk, v, repeats=repeats) * 1e3
+            out[f"{impl}_fwd_bwd_ms"] = median_time(fn, q, kk, v, repeats=repeats) * 1e3
         except Exception as e:  # cuDNN: GPUs only (and only some shapes / versions)
             out[f"{impl}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
     return out
@@ -242,7 +232,7 @@ def _tree(shapes):
 
 def _update_time(tx, params, grads, repeats: int) -> float:
     update = jax.jit(tx.update)
-    return _timed(update, grads, tx.init(params), params, repeats=repeats)
+    return median_time(update, grads, tx.init(params), params, repeats=repeats)
 
 
 def part_optimizer(args) -> dict:

@@ -4,6 +4,7 @@ import functools
 import glob
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -129,14 +130,62 @@ def _sweep_module():
     return _load("sweep_under_test", os.path.join(ROOT, "experiments", "sweep.py"))
 
 
-def test_shipped_sweep_configs_give_valid_runs():
-    """Every grid point of every sweep in experiments/configs/sweeps is a valid run config."""
+def _plateau_record(tmp_path, best_log2_b=5.3, best_log2_lr=None):
+    """A finished seed-0 record of cpu_plateau's essential grid at 2^25 tokens, synthetic:
+    log2 norm = 5 + log2 η + 0.3·log2 B and a held-out loss quadratic in it around each B's
+    optimum, whose loss* is quadratic in log2 B around `best_log2_b`."""
+    best_log2_lr = best_log2_lr or {32: -2.7, 64: -1.8, 128: -1.4}
+    grid = _load("cpu_plateau", os.path.join(ROOT, "experiments", "configs", "sweeps",
+                                             "cpu_plateau.py")).GRID
+    record = tmp_path / "record"
+    for b in list(grid)[:-1]:
+        for log2_lr in grid[b]:
+            run = record / "runs" / f"bs={b}_lr={2**log2_lr:g}"
+            run.mkdir(parents=True)
+            steps = 2**25 // (b * 128)
+            run.joinpath("config.json").write_text(json.dumps(
+                {"batch_size": b, "seq_len": 128, "steps": steps, "seed": 0,
+                 "optimizer": {"learning_rate": 2.0**log2_lr}}))
+            x, x_best = (5 + lr + 0.3 * math.log2(b) for lr in (log2_lr, best_log2_lr[b]))
+            loss = 1.4 + 0.05 * (math.log2(b) - best_log2_b) ** 2 + 0.2 * (x - x_best) ** 2
+            run.joinpath("metrics.jsonl").write_text(json.dumps(
+                {"step": steps, "tokens": 2**25, "loss": loss, "eval_spread_loss": loss,
+                 "output_norm": 2.0**x}) + "\n")
+    return record
+
+
+def test_plateau_seeds_are_placed_by_the_rule(tmp_path):
+    """cpu_plateau_seeds: the best two η of the two B nearest the continuous B*(2^25) of the
+    finished essential grid; an unfinished grid is refused, naming the missing runs."""
+    seeds = _load("cpu_plateau_seeds", os.path.join(ROOT, "experiments", "configs", "sweeps",
+                                                    "cpu_plateau_seeds.py"))
+    grid = seeds._plateau().GRID
+    # B* = 2^5.3: B 32 (0.3 away) and 64 (0.7); B 32's optimum 2^-2.7, B 64's 2^-1.8.
+    assert seeds.place(str(_plateau_record(tmp_path / "a")), grid) == (
+        (32, -2.5), (32, -3.0), (64, -2.0), (64, -1.5))
+    # B* = 2^6.6 lies nearer 128 than 32: B 64 and 128; B 128's optimum 2^-1.4.
+    assert [p[0] for p in seeds.place(str(_plateau_record(tmp_path / "b", 6.6)), grid)] == [
+        64, 64, 128, 128]
+    # B* below the essential grid: B 16 (runs after the seeds) gets its grid's middle η.
+    assert seeds.place(str(_plateau_record(tmp_path / "c", 4.0)), grid)[:2] == (
+        (16, -2.5), (16, -3.0))
+    record = _plateau_record(tmp_path / "d")
+    (record / "runs" / "bs=64_lr=0.5" / "metrics.jsonl").unlink()
+    with pytest.raises(ValueError, match=r"missing \(B, log2 η\): \[\(64, -1\.0\)\]"):
+        seeds.place(str(record), grid)
+
+
+def test_shipped_sweep_configs_give_valid_runs(tmp_path):
+    """Every grid point of every sweep in experiments/configs/sweeps is a valid run config
+    (a sweep placed from another sweep's results, from a synthetic finished record)."""
     sweep = _sweep_module()
     directory = os.path.join(ROOT, "experiments", "configs", "sweeps")
     names = sorted(f for f in os.listdir(directory) if f.endswith(".py"))
     assert "cpu_lr_batch.py" in names and "cpu_depth.py" in names
+    placed = {"cpu_plateau_seeds.py": (str(_plateau_record(tmp_path)),)}
     for name in names:
-        points = sweep.points(_load(name[:-3], os.path.join(directory, name)).get_config())
+        module = _load(name[:-3], os.path.join(directory, name))
+        points = sweep.points(module.get_config(*placed.get(name, ())))
         assert len({n for n, _, _ in points}) == len(points) > 1, name
         for _, config, _ in points:
             run = ml_collections.ConfigDict(config)

@@ -1,0 +1,81 @@
+"""Second seed for the plateau study (issue 25): the best two η of the two B nearest B*(2^25).
+
+Placed by a rule, from the recorded seed-0 grid (`cpu_plateau.py`'s record,
+`experiments/results/cpu_plateau/sweeps/cpu_plateau`, or the record directory given as the
+config argument: `--config=.../cpu_plateau_seeds.py:<record_dir>`):
+- B*(2^25): the continuous B* (`transfer.b_star`: vertex of the parabola in log2 B through
+  the per-B loss optima, held-out loss `eval_spread_loss` over the trailing 2^-0.25 window,
+  k = 7) of the essential B (all of `GRID` but its last B, 16, which runs after the seeds);
+  the discrete B* where the parabola has no vertex;
+- the two B of `GRID` nearest it in log2 B (the smaller on a tie);
+- per B, the two η of lowest measured loss at 2^25 among its finished runs (its grid's first
+  two, the middle ones, if it has none finished).
+Every essential run must have finished: placing on a partial grid would move the points as
+runs finish (a ValueError names the missing runs). Seed 1: new initial weights and data order.
+"""
+
+import importlib.util
+import math
+import os
+import warnings
+
+import ml_collections
+
+from scion_jax.analysis import transfer
+from scion_jax.analysis.collect import BATCH_KEY, SweepWarning, collect
+
+LOSS_KEY = "eval_spread_loss"
+WINDOW_LOG2 = 0.25
+K = 7
+RECORD = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                      "results", "cpu_plateau", "sweeps", "cpu_plateau"))
+
+
+def _plateau():
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_plateau.py")
+    spec = importlib.util.spec_from_file_location("cpu_plateau", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def place(record_dir: str, grid: dict[int, tuple]) -> tuple[tuple[int, float], ...]:
+    """((B, log2 η), ...) of the second seed, by the rule above, from the seed-0 record."""
+    *essential, _ = grid
+    log2_d = math.log2(_plateau().MAX_TOKENS)
+    with warnings.catch_warnings():  # parked runs lie beside the finished
+        warnings.simplefilter("ignore", SweepWarning)
+        table = collect(record_dir, window_log2=WINDOW_LOG2)
+    final = [r for r in table if r["log2_D"] == log2_d and r.get("seed", 0) == 0
+             and math.isfinite(r.get(LOSS_KEY, math.nan))]
+    done = {(r[BATCH_KEY], round(r["log2_lr"], 6)) for r in final}
+    missing = [(b, lr) for b in essential for lr in grid[b] if (b, lr) not in done]
+    if missing:
+        raise ValueError(f"{record_dir!r}: the seed-0 grid is unfinished at 2^{log2_d:g} "
+                         f"tokens; missing (B, log2 η): {missing}")
+    essential_rows = [r for r in final if r[BATCH_KEY] in essential]
+    row = transfer.b_star(transfer.primary_optima(essential_rows, k=K, loss_key=LOSS_KEY))
+    centre = row["log2_b_star"] if math.isfinite(row["log2_b_star"]) else math.log2(row["b_star"])
+    if not math.isfinite(centre):
+        raise ValueError(f"{record_dir!r}: no B*(2^{log2_d:g}) ({row['b_edge']})")
+    nearest = sorted(grid, key=lambda b: (abs(math.log2(b) - centre), b))[:2]
+    points = []
+    for b in sorted(nearest):
+        runs = sorted((r for r in final if r[BATCH_KEY] == b), key=lambda r: r[LOSS_KEY])
+        lrs = [round(r["log2_lr"], 6) for r in runs[:2]] or list(grid[b][:2])
+        points += [(b, lr) for lr in lrs]
+    return tuple(points)
+
+
+def get_config(record_dir: str | None = None):
+    plateau = _plateau()
+    sweep = ml_collections.ConfigDict()
+    sweep.base = plateau.base()
+    sweep.base.seed = 1
+    points = place(record_dir or RECORD, plateau.GRID)
+    sweep.grid = (
+        (("batch_size", "optimizer.learning_rate", "eval_every", "norm_every"),
+         tuple(plateau.point(b, lr) for b, lr in points)),
+    )
+    sweep.max_tokens = plateau.MAX_TOKENS
+    return sweep

@@ -106,7 +106,8 @@ def _reading(table: list[dict], loss: str, window: float, seed, **kw) -> dict:
     """`transfer.read_out` of one seed's table, labelled, JSON-ready (its optima kept aside
     under `_optima`)."""
     out = transfer.read_out(table, k=plot._K.value, ks=[int(k) for k in _KS.value],
-                            loss_key=loss, n_draws=_N_DRAWS.value, **kw)
+                            loss_key=loss, n_draws=_N_DRAWS.value, vocab_size=plot._VOCAB.value,
+                            **kw)
     optima = out["fixed_c"].pop("optima")
     out["free_c"].pop("optima")
     return {"loss": loss, "window_log2": window, "seed": seed, **out, "_optima": optima}
@@ -122,16 +123,17 @@ def _scaling(reading: dict, table: list[dict], include_edges: bool) -> dict:
         d, [r["log2_b_star"] for r in used], "exponent")))
     out["eta_star"] = _fit_record(plot._try("η*(D)", lambda: line_fit(
         d, [r["log2_eta_star"] for r in used], "exponent")))
-    optima = [o for o in reading["_optima"] if o.ok and (include_edges or not o.eta_edge)]
+    optima = [o for o in reading["_optima"] if transfer.counted(o, include_edges)]
     per_b = {}
     for b in sorted({o.batch_size for o in optima}):
         mine = sorted((o for o in optima if o.batch_size == b), key=lambda o: o.log2_D)
         fit = plot._try(f"η*(D) at B {b:g}", lambda m=mine: line_fit(
             [o.log2_D for o in m], [o.log2_eta_interp for o in m], "beta"))
+        last = mine[-transfer.N_LONGEST:]
         per_b[f"{b:g}"] = {"all": _fit_record(fit), "horizons": [o.log2_D for o in mine],
-                           f"longest_{transfer.N_LONGEST}": transfer.slope(
-                               [{"log2_D": o.log2_D, "y": o.log2_eta_interp}
-                                for o in mine[-transfer.N_LONGEST:]], "y")}
+                           f"longest_{transfer.N_LONGEST}": line_fit(
+                               [o.log2_D for o in last], [o.log2_eta_interp for o in last]
+                           )["slope"] if len(last) > 1 else math.nan}
     out["per_b_eta_star"] = per_b
     out["global"] = _fit_record(plot._try("global fit", lambda: fits.fit_global(
         optima, eta="log2_eta_interp")))
@@ -161,6 +163,7 @@ def main(argv: list[str]) -> None:
             raise app.UsageError(f"--readouts entry {spec!r} is not loss_key@window_log2")
         extra.append((key, float(w)))
     plot.analyse(sweep_dirs, out_dir, k=plot._K.value, window_log2=window,
+                 vocab_size=plot._VOCAB.value,
                  allow_partial=plot._ALLOW_PARTIAL.value, loss_key=loss)
     table = _table(sweep_dirs, window)
     seeds = transfer.seed_tables(table)
@@ -190,7 +193,8 @@ def main(argv: list[str]) -> None:
               "verdict": primary["verdict"], "decided_by": primary.get("decided_by"),
               "primary": primary, "readouts": readouts,
               "scaling": _scaling(primary, base, edges)}
-    record["width_check"] = transfer.width_check(base, k=plot._K.value, loss_key=loss)
+    record["width_check"] = transfer.width_check(base, k=plot._K.value, loss_key=loss,
+                                                 vocab_size=plot._VOCAB.value, include_edges=edges)
     times = run_times(sweep_dirs, {r["run"] for r in table})
     total_tokens, total_wall = sum(t["tokens"] for t in times), sum(t["wall_s"] for t in times)
     record["timing"] = {"runs": times, "tokens": total_tokens, "wall_s": total_wall,

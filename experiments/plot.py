@@ -241,10 +241,10 @@ def analyse(sweep_dir: str | list[str], out_dir: str, *, vocab_size: int | None 
     print(f"{n_runs} runs, {n_rows} rows → {os.path.join(out_dir, 'table.csv')}")
     tables = transfer.seed_tables(table)  # lowest seed first
     seeds = list(tables)
-    table = tables[seeds[0]]  # one fit per (setup, B, D); other seeds give error bars
+    table = tables[seeds[0]]  # one fit per (setup, B, D); other seeds are fitted on their own
     if len(seeds) > 1:
         print(f"fits and figures use seed {seeds[0]}'s runs; seeds {seeds[1:]} (their "
-              f"{n_runs - len({r['run'] for r in table})} runs) give error bars in "
+              f"{n_runs - len({r['run'] for r in table})} runs) are read out on their own in "
               "horizon_study.py")
 
     optima = fits_lib.fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key,

@@ -132,8 +132,9 @@ def _sweep_module():
 
 def _plateau_record(tmp_path, best_log2_b=5.3, best_log2_lr=None):
     """A finished seed-0 record of cpu_plateau's essential grid at 2^25 tokens, synthetic:
-    log2 norm = 5 + log2 η + 0.3·log2 B and a held-out loss quadratic in it around each B's
-    optimum, whose loss* is quadratic in log2 B around `best_log2_b`."""
+    log2 norm x = 5 + log2 η + 0.3·log2 B and a held-out loss quadratic in x around each B's
+    optimum (through ln V at x = 0, as the fixed-c fit has it), whose loss* is quadratic in
+    log2 B around `best_log2_b`."""
     best_log2_lr = best_log2_lr or {32: -2.7, 64: -1.8, 128: -1.4}
     grid = _load("cpu_plateau", os.path.join(ROOT, "experiments", "configs", "sweeps",
                                              "cpu_plateau.py")).GRID
@@ -145,9 +146,10 @@ def _plateau_record(tmp_path, best_log2_b=5.3, best_log2_lr=None):
             steps = 2**25 // (b * 128)
             run.joinpath("config.json").write_text(json.dumps(
                 {"batch_size": b, "seq_len": 128, "steps": steps, "seed": 0,
-                 "optimizer": {"learning_rate": 2.0**log2_lr}}))
+                 "model": {"vocab_size": 256}, "optimizer": {"learning_rate": 2.0**log2_lr}}))
             x, x_best = (5 + lr + 0.3 * math.log2(b) for lr in (log2_lr, best_log2_lr[b]))
-            loss = 1.4 + 0.05 * (math.log2(b) - best_log2_b) ** 2 + 0.2 * (x - x_best) ** 2
+            best = 1.4 + 0.05 * (math.log2(b) - best_log2_b) ** 2
+            loss = best + (math.log(256) - best) / x_best**2 * (x - x_best) ** 2
             run.joinpath("metrics.jsonl").write_text(json.dumps(
                 {"step": steps, "tokens": 2**25, "loss": loss, "eval_spread_loss": loss,
                  "output_norm": 2.0**x}) + "\n")

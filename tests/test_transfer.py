@@ -2,6 +2,7 @@
 optimal norm at it with bootstrap intervals, edge marks and the decision rule's verdict
 (REPORT.md, "Decision rule for the plateau study"), on synthetic sweeps with known truth."""
 
+import dataclasses
 import json
 import math
 import os
@@ -271,3 +272,91 @@ def test_committed_transfer_json_and_report_state_the_same_verdict():
         assert stated.get(study) == (record["verdict"], *(f"{s[k]:+.2f}" for k in (
             "per_doubling", "lo", "hi"))), study
     assert "cpu_horizon" in studies and sorted(stated) == studies
+
+
+def test_the_fits_combine_into_one_verdict_and_one_deciding_horizon():
+    """Agreeing fits give their verdict; otherwise undecided, and a deciding horizon only
+    where every undecided fit's projection reaches the verdict the other has or reaches."""
+    def fit(verdict, at=None, projected=None):
+        return {"verdict": verdict, "decided_by": {"log2_D": at, "verdict": projected}}
+
+    assert transfer.combine(fit("rising"), fit("rising")) == ("rising", None)
+    assert transfer.combine(fit("rising"), fit("plateau")) == ("undecided", None)
+    assert transfer.combine(fit("rising"), fit("undecided", 26, "rising"))[1]["log2_D"] == 26
+    assert transfer.combine(fit("rising"), fit("undecided", 26, "plateau")) == ("undecided", None)
+    both = transfer.combine(fit("undecided", 27, "plateau"), fit("undecided", 26, "plateau"))
+    assert both[1]["log2_D"] == 27  # both decided only by the later horizon
+    assert transfer.combine(fit("undecided", 27, "plateau"),
+                            fit("undecided", 26, "rising")) == ("undecided", None)
+    assert transfer.combine(fit("undecided"), fit("undecided", 26, "rising")) == (
+        "undecided", None)
+
+
+def test_b_star_at_the_smallest_b_left_is_a_b_edge(table):
+    """With B 32 left out (an η-edge optimum), a lowest loss* at B 64 is at the edge of
+    the B left: not bracketed, so marked and not used."""
+    at = [o for o in transfer.primary_optima(table) if o.log2_D == 27]
+    assert transfer.b_star(at)["b_edge"] == ""
+    best = min(o.loss_star for o in at)
+    edged = [dataclasses.replace(o, eta_edge="low", loss_star=best - 0.2) if o.batch_size == 32
+             else dataclasses.replace(o, loss_star=best - 0.1) if o.batch_size == 64 else o
+             for o in at]
+    row = transfer.b_star(edged)
+    assert row["batch_sizes"] == [64, 128, 256] and row["b_star"] == 64
+    assert row["b_edge"] == "lowest loss at the smallest B left"
+
+
+def test_the_bootstrap_pools_only_the_fits_it_counts(tmp_path):
+    """η-edge optima, left out of B*(D), leave the residual pools alone too: noisy
+    residuals of a left-out B do not change a single replicate."""
+    t = _table(_sweep(tmp_path, noise=0.01))
+    optima = transfer.primary_optima(t)
+    rng = np.random.default_rng(0)
+    noisy = [dataclasses.replace(o, eta_edge="high", fixed=dataclasses.replace(
+        o.fixed, y=tuple(np.array(o.fixed.y) + rng.normal(0, 1.0, len(o.fixed.y)))))
+        for o in optima if o.batch_size == 128]
+    kept = [o for o in optima if o.batch_size != 128]
+    horizons = [27, 28, 29]
+    alone = transfer.bootstrap(kept, horizons, n_draws=50)
+    beside = transfer.bootstrap(kept + noisy, horizons, n_draws=50)
+    np.testing.assert_array_equal(alone["slope"], beside["slope"])
+    assert np.isfinite(alone["slope"]).mean() > 0.9
+
+
+def test_lost_replicates_widen_the_interval_and_no_residuals_give_none(table):
+    values = np.linspace(0.0, 1.0, 1000)
+    lo, hi, n = transfer._summary(values)
+    assert (lo, hi, n) == (pytest.approx(0.025), pytest.approx(0.975), 1000)
+    some = np.concatenate([values, np.full(10, np.nan)])  # 1% lost: wider, still finite
+    lo1, hi1, n1 = transfer._summary(some)
+    assert lo1 < lo and hi1 > hi and np.isfinite([lo1, hi1]).all() and n1 == 1000
+    many = np.concatenate([values, np.full(40, np.nan)])  # 3.8% lost: unbounded
+    assert transfer._summary(many)[:2] == (-np.inf, np.inf)
+    # three runs per sweep: the free-c parabolas (3 coefficients) have no residuals
+    three = [r for r in table if abs(r["log2_lr"] + 7.5) <= 0.5]
+    read = transfer.read_fit(three, free_c=True, n_draws=20)
+    assert all(math.isnan(r["x_lo"]) for r in read["horizons"])
+    assert read["verdict"] == "undecided"
+
+
+def test_the_fixed_c_fit_needs_the_vocabulary_size(table):
+    bare = [{k: v for k, v in r.items() if k != "model.vocab_size"} for r in table]
+    with pytest.raises(ValueError, match="vocabulary size"):
+        transfer.primary_optima(bare)
+    vocab = table[0]["model.vocab_size"]
+    assert [o.x_star for o in transfer.primary_optima(bare, vocab_size=vocab)] == [
+        o.x_star for o in transfer.primary_optima(table)]
+    assert all(not o.fit.fixed_c for o in transfer.primary_optima(bare, free_c=True))
+
+
+def test_the_vertex_standard_error_is_the_vertex_spread_under_noise():
+    u = np.array([5.0, 6.0, 7.0, 8.0, 9.0])
+    truth = 1.5 + 0.02 * (u - 6.8) ** 2
+    rng = np.random.default_rng(0)
+    vertices, ses = [], []
+    for _ in range(2000):
+        v, se, _ = transfer._vertex(u, truth + rng.normal(0, 0.002, len(u)))
+        vertices.append(v)
+        ses.append(se)
+    assert np.mean(vertices) == pytest.approx(6.8, abs=0.02)
+    assert np.median(ses) == pytest.approx(np.std(vertices), rel=0.2)

@@ -46,6 +46,8 @@ class ParabolaFit:
     x_lo: float  # range of the fitted x
     x_hi: float
     rmse: float
+    x: tuple[float, ...] = ()  # the fitted points (for refits: `transfer.bootstrap`)
+    y: tuple[float, ...] = ()
 
     @property
     def has_minimum(self) -> bool:
@@ -108,7 +110,8 @@ def fit_parabola(x: np.ndarray, y: np.ndarray, *, c: float | None = None,
                                          rcond=None)
     resid = ys - (a * xs**2 + b * xs + cc)
     return ParabolaFit(float(a), float(b), float(cc), c is not None, len(xs), float(xs.min()),
-                       float(xs.max()), float(np.sqrt(np.mean(resid**2))))
+                       float(xs.max()), float(np.sqrt(np.mean(resid**2))),
+                       tuple(map(float, xs)), tuple(map(float, ys)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,7 +268,9 @@ def best_per_horizon(optima: Sequence[Optimum]) -> list[Optimum]:
 
 
 def fit_horizon_scaling(optima: Sequence[Optimum]) -> dict[str, LinearFit]:
-    """log2 B* = e·log2 D + const and log2 η*(D) = e'·log2 D + const at B*(D) (Fig. 7).
+    """log2 B* = e·log2 D + const and log2 η*(D) = e'·log2 D + const at B*(D) (Fig. 7),
+    B*(D) discrete (`best_per_horizon`, η-edge optima included; `transfer.horizon_curve`
+    gives the continuous B* with edges left out).
 
     Keys `b_star`, `eta_star`; each needs ≥ 2 horizons (standard errors need ≥ 3).
     """

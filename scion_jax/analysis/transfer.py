@@ -7,7 +7,7 @@ paper's parabola in log2 output norm, PAPER.md §5); B*(D) continuous, the verte
 parabola in log2 B through the per-B loss optima, with its standard error; the optimal norm
 read at it, interpolated linearly in log2 B between the per-B optimal norms; the discrete B*
 (the B of lowest loss*) beside it. Optima whose lowest measured loss is at the η grid's edge
-(`Optimum.eta_edge`) and horizons whose B* is at the B grid's edge are marked and left out
+(`Optimum.eta_edge`) and horizons whose B* is at the edge of the B left are marked and left out
 of every fit unless `include_edges`. Error bars come from a bootstrap of the evaluation
 residuals (`bootstrap`); seeds are fitted independently, each on its own runs.
 """
@@ -22,12 +22,7 @@ from typing import Any
 import numpy as np
 
 from scion_jax.analysis.collect import BATCH_KEY, Row
-from scion_jax.analysis.fits import (
-    Optimum,
-    by_setup,
-    fit_optima,
-    nearest_to_min,
-)
+from scion_jax.analysis.fits import Optimum, by_setup, fit_optima, fit_parabola
 from scion_jax.analysis.regression import line_fit
 
 SEED_KEY = "seed"
@@ -43,34 +38,40 @@ def seed_tables(table: Sequence[Row]) -> dict[Any, list[Row]]:
     return {s: [r for r in table if r.get(SEED_KEY) == s] for s in seeds}
 
 
-def base_seed_table(table: Sequence[Row]) -> list[Row]:
-    """The lowest seed's rows: what the point fits are made from; other seeds are read out
-    beside it."""
-    return next(iter(seed_tables(table).values())) if table else []
-
-
 def primary_optima(table: Sequence[Row], *, k: int = 7, loss_key: str = "loss",
                    free_c: bool = False, vocab_size: int | None = None) -> list[Optimum]:
-    """The per-(D, B) optima of the setup with the most of them."""
+    """The per-(D, B) optima of the setup with the most of them. The fixed-c fit needs ln V
+    (`vocab_size`, else the table's `model.vocab_size`): a ValueError says so when asked
+    for (`free_c` False) without it, so that fixed-c and free-c never silently coincide."""
     optima = fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key, free_c=free_c)
-    return next(iter(by_setup(optima).values()), [])
+    optima = next(iter(by_setup(optima).values()), [])
+    if not free_c and any(o.fit is not None and not o.fit.fixed_c for o in optima):
+        raise ValueError("the fixed-c fit needs the vocabulary size (c = ln V): the table has "
+                         "no model.vocab_size; pass vocab_size=")
+    return optima
+
+
+def counted(o: Optimum, include_edges: bool = False) -> bool:
+    """Whether an optimum counts in B*(D) and the fits: it has a minimum and, unless
+    `include_edges`, its lowest measured loss is not at the η grid's edge."""
+    return o.ok and (include_edges or not o.eta_edge)
 
 
 def _vertex(u: np.ndarray, loss: np.ndarray) -> tuple[float, float, float]:
-    """(vertex, its standard error, loss at it) of loss = a·u² + b·u + c by least squares;
+    """(vertex, its standard error, loss at it) of the parabola in u through every point;
     NaN vertex without a minimum, NaN error without residual degrees of freedom. The error
     is the delta method's: ∇(−b/2a) = (b/2a², −1/2a, 0) through cov = σ²·(XᵀX)⁻¹."""
-    X = np.stack([u**2, u, np.ones_like(u)], 1)
-    (a, b, c), *_ = np.linalg.lstsq(X, loss, rcond=None)
-    if a <= 0:
+    fit = fit_parabola(u, loss, k=len(u))
+    if not fit.has_minimum:
         return math.nan, math.nan, math.nan
     se = math.nan
     if len(u) > 3:
-        resid = loss - X @ np.array([a, b, c])
+        X = np.stack([u**2, u, np.ones_like(u)], 1)
+        resid = loss - fit(u)
         cov = float(resid @ resid) / (len(u) - 3) * np.linalg.inv(X.T @ X)
-        g = np.array([b / (2 * a**2), -1 / (2 * a), 0.0])
+        g = np.array([fit.b / (2 * fit.a**2), -1 / (2 * fit.a), 0.0])
         se = math.sqrt(max(float(g @ cov @ g), 0.0))
-    return -b / (2 * a), se, c - b**2 / (4 * a)
+    return fit.x_star, se, fit.loss_star
 
 
 def b_star(optima: Sequence[Optimum], *, include_edges: bool = False) -> dict[str, Any]:
@@ -78,10 +79,8 @@ def b_star(optima: Sequence[Optimum], *, include_edges: bool = False) -> dict[st
     `log2_b_star` ± `log2_b_star_se` (the vertex in log2 B), `x_star` (the optimal log2
     norm interpolated at it; `x_discrete` at the discrete B*), `loss_star`, `log2_eta_star`
     (interpolated like x), `batch_sizes` used, and `b_edge`: why B* is not measured inside
-    the B grid ("" if it is)."""
-    grid = sorted({o.batch_size for o in optima})
-    ok = sorted((o for o in optima if o.ok and (include_edges or not o.eta_edge)),
-                key=lambda o: o.batch_size)
+    the B left ("" if it is)."""
+    ok = sorted((o for o in optima if counted(o, include_edges)), key=lambda o: o.batch_size)
     row: dict[str, Any] = {"b_star": math.nan, "log2_b_star": math.nan,
                            "log2_b_star_se": math.nan, "x_star": math.nan,
                            "x_discrete": math.nan, "loss_star": math.nan,
@@ -91,9 +90,8 @@ def b_star(optima: Sequence[Optimum], *, include_edges: bool = False) -> dict[st
     best = min(ok, key=lambda o: o.loss_star)
     row.update(b_star=best.batch_size, x_discrete=best.x_star)
     edge = ""
-    if best.batch_size in (grid[0], grid[-1]) and len(grid) > 1:
-        side = "smallest" if best.batch_size == grid[0] else "largest"
-        edge = f"lowest loss at the grid's {side} B"
+    if len(ok) > 1 and best in (ok[0], ok[-1]):  # the B left: η-edge B do not bracket it
+        edge = f"lowest loss at the {'smallest' if best is ok[0] else 'largest'} B left"
     if len(ok) < 3:
         return {**row, "b_edge": edge or f"{len(ok)} B left (3 needed)"}
     u = np.array([o.log2_B for o in ok])
@@ -129,48 +127,40 @@ def longest_used(curve: Sequence[dict], n: int = N_LONGEST) -> list[dict]:
     return [r for r in curve if r["used"]][-n:]
 
 
-def slope(rows: Sequence[dict], key: str = "x_star") -> float:
-    """Least-squares slope of `key` against log2 D (per doubling); NaN below 2 horizons."""
+def slope(rows: Sequence[dict]) -> float:
+    """Least-squares slope of the optimal norm `x_star` against log2 D (per doubling); NaN
+    below 2 horizons."""
     if len(rows) < 2:
         return math.nan
-    return line_fit([r["log2_D"] for r in rows], [r[key] for r in rows])["slope"]
+    return line_fit([r["log2_D"] for r in rows], [r["x_star"] for r in rows])["slope"]
 
 
-def _fit_points(table: Sequence[Row], o: Optimum, loss_key: str) -> tuple[np.ndarray, ...]:
-    """(x, y) of the points the optimum's parabola was fitted to."""
-    rows = [r for r in table if r.get("log2_D") == o.log2_D and r.get(BATCH_KEY) == o.batch_size
-            and all(r.get(k) == v for k, v in o.setup)]
-    pts = np.array([(r.get("log2_norm"), r.get(loss_key), r.get("log2_lr")) for r in rows],
-                   dtype=np.float64).reshape(-1, 3)
-    pts = pts[np.isfinite(pts).all(1)]
-    idx = nearest_to_min(pts[:, 0], pts[:, 1], o.fit.n)
-    return pts[idx, 0], pts[idx, 1]
-
-
-def bootstrap(table: Sequence[Row], optima: Sequence[Optimum], horizons: Sequence[float], *,
-              loss_key: str, n_draws: int = 2000, seed: int = 0,
-              include_edges: bool = False) -> dict[str, Any]:
+def bootstrap(optima: Sequence[Optimum], horizons: Sequence[float], *, n_draws: int = 2000,
+              seed: int = 0, include_edges: bool = False) -> dict[str, Any]:
     """Replicates of the optimal norm at B*(D) and of its slope over `horizons`, from the
-    evaluation residuals: every (D, B) parabola refitted (same points, same c) to its fitted
-    values plus residuals drawn with replacement from that horizon's pool (each fit's
-    residuals scaled by √(n/(n − p)) for the p coefficients it fitted), B*(D) and the optimal
-    norm recomputed. Marks (η edges) stay those of the measured losses.
+    evaluation residuals: every counted (D, B) parabola refitted (same points, same c) to
+    its fitted values plus residuals drawn with replacement from that horizon's pool (the
+    counted fits' residuals, each scaled by √(n/(n − p)) for the p coefficients it fitted,
+    centred), B*(D) and the optimal norm recomputed. Marks (η edges) stay those of the
+    measured losses. A horizon without residual degrees of freedom has no replicates (NaN).
 
     Returns `x` {log2_D: replicates}, `slope` (replicates over `horizons`, NaN where a
     replicate lost a horizon's optimum) and `n_draws`."""
-    fitted = [o for o in optima if o.ok]
-    points = [_fit_points(table, o, loss_key) for o in fitted]
+    fitted = [o for o in optima if counted(o, include_edges)]
     pools: dict[float, list[np.ndarray]] = {}
-    for o, (x, y) in zip(fitted, points, strict=True):
-        p = 2 if o.fit.fixed_c else 3
+    for o in fitted:
+        x, y, p = np.array(o.fit.x), np.array(o.fit.y), 2 if o.fit.fixed_c else 3
         if len(x) > p:
             pools.setdefault(o.log2_D, []).append((y - o.fit(x)) * math.sqrt(len(x) / (len(x) - p)))
-    pool = {d: np.concatenate(r) for d, r in pools.items()}
+    pool = {d: np.concatenate(r) - np.concatenate(r).mean() for d, r in pools.items()}
     rng = np.random.default_rng(seed)
+    lost = np.full(n_draws, math.nan)
     draws: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(optimum) → (x*, loss*) per draw
-    for o, (x, _) in zip(fitted, points, strict=True):
+    for o in fitted:
         if o.log2_D not in pool:
+            draws[id(o)] = (lost, lost)
             continue
+        x = np.array(o.fit.x)
         y = o.fit(x) + rng.choice(pool[o.log2_D], (n_draws, len(x)))
         cols = [x**2, x] if o.fit.fixed_c else [x**2, x, np.ones_like(x)]
         coef = (y - (o.fit.c if o.fit.fixed_c else 0.0)) @ np.linalg.pinv(np.stack(cols, 1)).T
@@ -228,30 +218,36 @@ def projection(curve: Sequence[dict], s: float, lo: float, hi: float, *,
 
 
 def _summary(values: np.ndarray) -> tuple[float, float, int]:
-    """(2.5th, 97.5th percentile, number of finite replicates)."""
-    finite = values[np.isfinite(values)]
-    if len(finite) == 0:
+    """(2.5th, 97.5th percentile, number of finite replicates). A replicate without a value
+    (a parabola that lost its minimum) counts beyond both bounds: lost draws widen the
+    interval (to ±inf past 2.5% of them), never narrow it."""
+    finite = np.isfinite(values)
+    if not finite.any():
         return math.nan, math.nan, 0
-    lo, hi = np.percentile(finite, [2.5, 97.5])
-    return float(lo), float(hi), len(finite)
+    with np.errstate(invalid="ignore"):  # interpolating next to ±inf gives NaN: that bound is ±inf
+        lo = np.percentile(np.where(finite, values, -np.inf), 2.5)
+        hi = np.percentile(np.where(finite, values, np.inf), 97.5)
+    return float(np.nan_to_num(lo, nan=-np.inf)), float(np.nan_to_num(hi, nan=np.inf)), \
+        int(finite.sum())
 
 
 def read_fit(table: Sequence[Row], *, k: int = 7, loss_key: str = "loss", free_c: bool = False,
-             include_edges: bool = False, n_draws: int = 2000, seed: int = 0) -> dict[str, Any]:
+             include_edges: bool = False, n_draws: int = 2000, seed: int = 0,
+             vocab_size: int | None = None) -> dict[str, Any]:
     """One fit (fixed or free c) of one seed's table: the horizon curve with bootstrap 95%
     intervals (`x_lo`, `x_hi`), the slope over the longest horizons left with its interval,
     the rule's verdict and, if undecided, `decided_by` (`projection`). `optima` is the
     per-(D, B) list (for the scaling fits and figures; not JSON)."""
-    optima = primary_optima(table, k=k, loss_key=loss_key, free_c=free_c)
+    optima = primary_optima(table, k=k, loss_key=loss_key, free_c=free_c, vocab_size=vocab_size)
     curve = horizon_curve(optima, include_edges=include_edges)
     chosen = longest_used(curve)
     s = slope(chosen) if len(chosen) == N_LONGEST else math.nan
-    boot = bootstrap(table, optima, [r["log2_D"] for r in chosen], loss_key=loss_key,
-                     n_draws=n_draws, seed=seed, include_edges=include_edges)
+    boot = bootstrap(optima, [r["log2_D"] for r in chosen], n_draws=n_draws, seed=seed,
+                     include_edges=include_edges)
     for r in curve:
         r["x_lo"], r["x_hi"], _ = _summary(boot["x"][r["log2_D"]])
     lo, hi, n_ok = _summary(boot["slope"]) if math.isfinite(s) else (math.nan, math.nan, 0)
-    verdict = decide(s, lo, hi) if math.isfinite(lo) else "undecided"
+    verdict = decide(s, lo, hi)
     out = {"free_c": free_c, "horizons": curve,
            "slope": {"per_doubling": s, "lo": lo, "hi": hi, "n_draws": n_draws,
                      "n_finite": n_ok, "horizons": [r["log2_D"] for r in chosen]},
@@ -262,13 +258,13 @@ def read_fit(table: Sequence[Row], *, k: int = 7, loss_key: str = "loss", free_c
 
 
 def distinct_ks(table: Sequence[Row], ks: Sequence[int], *, loss_key: str = "loss",
-                include_edges: bool = False) -> list[dict[str, Any]]:
+                include_edges: bool = False, vocab_size: int | None = None) -> list[dict[str, Any]]:
     """The fixed-c curve for each k of `ks` that fits a distinct set of points (k = 9 fits
     the same 7 points as k = 7 where every sweep has 7 runs, so it is left out):
     [{k, x: {log2_D: x at B*}, slope}]."""
     out, seen = [], set()
     for k in sorted(ks):
-        optima = primary_optima(table, k=k, loss_key=loss_key)
+        optima = primary_optima(table, k=k, loss_key=loss_key, vocab_size=vocab_size)
         points = tuple(o.fit.n if o.fit else 0 for o in optima)
         if points in seen:
             continue
@@ -280,28 +276,50 @@ def distinct_ks(table: Sequence[Row], ks: Sequence[int], *, loss_key: str = "los
     return out
 
 
+def combine(fixed: dict[str, Any], free: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """(verdict, decided_by) of the fixed-c and free-c `read_fit`s: their verdict where they
+    agree, else undecided; then the horizon that would decide it, if the projection of every
+    undecided fit reaches one verdict that the other fit has or is projected to reach too
+    (the later of their horizons); None where the fits decide differently or no projection
+    agrees."""
+    fits = (fixed, free)
+    if fixed["verdict"] == free["verdict"] != "undecided":
+        return fixed["verdict"], None
+    projected = [f["decided_by"] for f in fits if f["verdict"] == "undecided"]
+    if any(p["log2_D"] is None for p in projected):
+        return "undecided", None
+    reached = {p["verdict"] for p in projected} | {f["verdict"] for f in fits
+                                                   if f["verdict"] != "undecided"}
+    if len(reached) != 1:
+        return "undecided", None
+    return "undecided", max(projected, key=lambda p: p["log2_D"])
+
+
 def read_out(table: Sequence[Row], *, k: int = 7, ks: Sequence[int] = (5, 7, 9),
              loss_key: str = "loss", include_edges: bool = False, n_draws: int = 2000,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, vocab_size: int | None = None) -> dict[str, Any]:
     """The decision rule's reading of one seed's table: fixed-c and free-c fits side by side
-    (`read_fit`), the verdict (the two fits' verdict where they agree, else undecided, with
-    the horizon that would decide it) and every distinct k's curve."""
+    (`read_fit`), the verdict and the horizon that would decide it (`combine`) and every
+    distinct k's curve."""
     fixed, free = (read_fit(table, k=k, loss_key=loss_key, free_c=c, include_edges=include_edges,
-                            n_draws=n_draws, seed=seed) for c in (False, True))
-    verdict = fixed["verdict"] if fixed["verdict"] == free["verdict"] else "undecided"
+                            n_draws=n_draws, seed=seed, vocab_size=vocab_size)
+                   for c in (False, True))
+    verdict, decided_by = combine(fixed, free)
     out = {"loss": loss_key, "k": k, "include_edges": include_edges, "verdict": verdict,
            "fixed_c": fixed, "free_c": free,
-           "ks": distinct_ks(table, ks, loss_key=loss_key, include_edges=include_edges)}
+           "ks": distinct_ks(table, ks, loss_key=loss_key, include_edges=include_edges,
+                             vocab_size=vocab_size)}
     if verdict == "undecided":
-        out["decided_by"] = next((f["decided_by"] for f in (fixed, free) if "decided_by" in f),
-                                 None)
+        out["decided_by"] = decided_by
     return out
 
 
 def width_check(table: Sequence[Row], key: str = "model.d_model", *, k: int = 7,
-                vocab_size: int | None = None, loss_key: str = "loss") -> list[dict]:
+                vocab_size: int | None = None, loss_key: str = "loss",
+                include_edges: bool = False) -> list[dict]:
     """Optimal log2 norms of every setup that differs from the primary in `key` only, at the
-    (B, D) both have fitted: [{log2_D, batch_size, key value: x*, …}], for Fig. 2b checks."""
+    (B, D) both have fitted (`counted` optima): [{log2_D, batch_size, key value: x*, …}],
+    for Fig. 2b checks."""
     optima = fit_optima(table, vocab_size=vocab_size, k=k, loss_key=loss_key)
     setups = by_setup(optima)
     if not setups:
@@ -312,7 +330,7 @@ def width_check(table: Sequence[Row], key: str = "model.d_model", *, k: int = 7,
     found: dict[tuple, dict] = {}
     for setup in siblings:
         for o in setups[setup]:
-            if o.ok:
+            if counted(o, include_edges):
                 found.setdefault((o.log2_D, o.batch_size), {})[dict(setup)[key]] = o.x_star
     return [{"log2_D": d, BATCH_KEY: b, **xs} for (d, b), xs in sorted(found.items())
             if len(xs) > 1]

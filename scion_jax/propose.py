@@ -70,11 +70,13 @@ def _shift(axes: int | tuple[int, ...], by: int) -> int | tuple[int, ...]:
 
 
 def _kernel_axes(leaf: Leaf, d_model: int | None):
-    """(in_axes, out_axes) of a DenseGeneral/Einsum kernel, or None if ambiguous."""
+    """(in_axes, out_axes) of a DenseGeneral/Einsum kernel whose name and shape agree
+    (query/key/value ``[d, ...]``, attention out ``[..., d]``, d the model width where a
+    token table gives it), or None: an undeclared stack ``[L, ...]`` or an unknown name."""
     shape, ndim = leaf.core, len(leaf.core)
-    if leaf.module in QKV_NAMES or (d_model is not None and shape[0] == d_model):
+    if leaf.module in QKV_NAMES and d_model in (None, shape[0]):
         return 0, tuple(range(1, ndim))
-    if leaf.module in ATTN_OUT_NAMES or (d_model is not None and shape[-1] == d_model):
+    if leaf.module in ATTN_OUT_NAMES and d_model in (None, shape[-1]):
         return tuple(range(ndim - 1)), ndim - 1
     return None
 

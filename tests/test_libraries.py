@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 from scion_reference import (
@@ -285,6 +286,44 @@ def test_haiku_proposed_table_step_and_init():
     conv = hk.transform(lambda x: hk.Linear(10, name="head")(hk.Conv2D(8, 3)(x)))
     conv_params = conv.init(jax.random.key(0), jnp.ones((1, 5, 5, 4)))  # w HWIO [3, 3, 4, 8]
     assert dict(scion_jax.propose_rules(conv_params))[r"^conv2_d/w$"] == Role("conv_spectral")
+
+
+# ----- flax NNX: layers stacked by nnx.vmap -----
+class NnxBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.q = nnx.Linear(D, D, rngs=rngs)
+        self.mlp_down = nnx.Linear(HIDDEN, D, rngs=rngs)
+
+
+class NnxStackLM(nnx.Module):
+    def __init__(self, rngs):
+        self.embed = nnx.Embed(V, D, rngs=rngs)
+
+        @nnx.split_rngs(splits=3)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def blocks(rngs):
+            return NnxBlock(rngs)
+
+        self.layers = blocks(rngs)  # kernels [3, d_in, d_out]
+        self.lm_head = nnx.Linear(D, V, rngs=rngs)
+
+
+def test_nnx_undeclared_stack_is_refused():
+    """A stack's kernel [L, d_in, d_out] is not read as one DenseGeneral matrix, whether its
+    name is a query's (q [3, 32, 32]: axis 0 is not d) or its out axis is d (mlp_down)."""
+    model = NnxStackLM(nnx.Rngs(0))
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)'layers/mlp_down/kernel' \(3, 64, 32\), 'layers/q/kernel' \(3, 32, 32\)"
+        ".*stacked=.*known=",
+    ):
+        scion_jax.propose_rules(model)
+    roles = dict(scion_jax.propose_rules(model, stacked="^layers/"))
+    assert (
+        roles[r"^layers/q/kernel$"]
+        == roles[r"^layers/mlp_down/kernel$"]
+        == Role("rms_to_rms", batch_axes=0)
+    )
 
 
 # ----- refusals and smaller mends -----

@@ -6,6 +6,8 @@ Every leaf becomes a `Leaf` of one kind, with the layout of its matrix axes:
            [*k, c_in, c_out]``, DenseGeneral ``kernel`` of ≥ 3 axes, ``bias``, ``scale``
   Haiku    matrix ``w [d_in, d_out]``, table ``embeddings [V, d]``, conv ``w`` HWIO, ``b``,
            ``scale``, ``offset``
+  (a ``kernel`` / ``w`` of ≥ 3 axes is a conv when its path says "conv": flax ``Conv_0``,
+  Haiku ``conv2_d``; else "general", e.g. a DenseGeneral kernel or an undeclared stack)
   Equinox  ``Linear.weight [d_out, d_in]`` (layout "out_in"), ``Embedding.weight [V, d]``,
            ``Conv.weight`` OIHW ("out_in"), ``bias``, norms' ``weight`` / ``bias``
   PyTorch-like names: ``weight`` (a table if its module is named ``*embed*``, wte, wpe)
@@ -118,7 +120,7 @@ def _by_name(name: str, module: str, path: str, core: tuple[int, ...], layout: s
     if name in MATRIX_NAMES:
         if ndim == 2:
             return "matrix", "in_out"
-        if name == "w" or "conv" in path.lower():
+        if "conv" in path.lower():  # flax Conv_0, Haiku conv2_d
             return "conv", "in_out"
         return "general", "in_out"
     if layout is None:  # `weight` (PyTorch / Equinox without types) or an unknown name

@@ -288,6 +288,24 @@ def test_haiku_proposed_table_step_and_init():
     assert dict(scion_jax.propose_rules(conv_params))[r"^conv2_d/w$"] == Role("conv_spectral")
 
 
+def test_haiku_layer_stack_is_not_a_conv():
+    """hk.layer_stack's w [L, d_in, d_out]: refused undeclared, a stack of matrices with
+    stacked=."""
+
+    def f(tokens):
+        x = hk.Embed(V, D, name="embed")(tokens)
+        x = hk.layer_stack(3)(lambda x: x + hk.Linear(D, name="mlp")(x))(x)
+        return hk.Linear(V, name="lm_head")(x)
+
+    params = hk.transform(f).init(jax.random.key(0), _tokens())
+    with pytest.raises(
+        ValueError, match=r"(?s)'__layer_stack_no_per_layer/mlp/w' \(3, 32, 32\).*stacked="
+    ):
+        scion_jax.propose_rules(params)
+    rules = scion_jax.propose_rules(params, stacked="^__layer_stack")
+    assert dict(rules)[r"^__layer_stack_no_per_layer/mlp/w$"] == Role("rms_to_rms", batch_axes=0)
+
+
 # ----- flax NNX: layers stacked by nnx.vmap -----
 class NnxBlock(nnx.Module):
     def __init__(self, rngs):

@@ -14,8 +14,9 @@ Every leaf becomes a `Leaf` of one kind, with the layout of its matrix axes:
 
 The Equinox rows are read from the model's module types (`eqx.nn.Linear`, `Embedding`, `Conv`,
 norms; `MultiheadAttention` and `MLP` are made of them), so pass the model itself (or
-``eqx.filter(model, eqx.is_array)``, which keeps the types). A 2-D ``weight`` or an unknown
-leaf name outside such a module says nothing about its layout: it needs a declared
+``eqx.filter(model, eqx.is_array)``, which keeps the types); such a weight with an extra
+axis (modules stacked by ``eqx.filter_vmap``) needs ``stacked=``. A 2-D ``weight`` or an
+unknown leaf name outside such a module says nothing about its layout: it needs a declared
 ``layout=`` ("in_out" or "out_in"), else it is reported as ambiguous.
 """
 
@@ -69,8 +70,10 @@ def _has_equinox(model: Any) -> bool:
     return any(map(is_module, jax.tree.leaves(model, is_leaf=is_module)))
 
 
-def _equinox_types(model: Any) -> dict[str, str]:
-    """``{path: kind}`` of the leaves of the known Equinox modules in `model`."""
+def _equinox_types(model: Any) -> dict[str, tuple[str, int | None]]:
+    """``{path: (kind, rank)}`` of the leaves of the known Equinox modules in `model`; rank:
+    a weight's number of axes (Linear, Embedding 2, Conv its spatial dims + 2), None for
+    vectors."""
     if not _has_equinox(model):
         return {}
     eqx = sys.modules["equinox"]
@@ -92,7 +95,10 @@ def _equinox_types(model: Any) -> dict[str, str]:
             if isinstance(module, cls):
                 prefix = path_str(path)
                 for field, kind in fields.items():
-                    kinds[f"{prefix}/{field}" if prefix else field] = kind
+                    rank = None if kind == "vector" else 2
+                    if kind == "conv":
+                        rank = module.num_spatial_dims + 2
+                    kinds[f"{prefix}/{field}" if prefix else field] = kind, rank
     return kinds
 
 
@@ -154,13 +160,14 @@ def read_leaves(
         path, shape = path_str(p), tuple(x.shape)
         core = shape[1:] if stack_re and stack_re.search(path) else shape
         probe = Leaf(path, shape, core, "scalar")
-        if path in typed and len(core) >= 2:
-            kind = typed[path]
-            found = (kind, "out_in" if kind in ("matrix", "conv") else "in_out")
-            if kind == "matrix" and len(core) > 2:  # a vmapped Linear stack, undeclared
+        if path in typed:
+            kind, rank = typed[path]
+            if kind == "vector":
+                found = ("vector" if core else "scalar"), "in_out"
+            elif len(core) == rank:
+                found = kind, "in_out" if kind == "table" else "out_in"
+            else:  # a stack (eqx.filter_vmap), undeclared
                 found = None
-        elif path in typed:
-            found = ("vector" if core else "scalar"), "in_out"
         else:
             found = _by_name(probe.name, probe.module, path, core, layout)
         if found is None:

@@ -205,6 +205,19 @@ def test_equinox_conv_and_stack():
         D,
         HIDDEN,
     )
+    # Conv2ds stacked likewise: [L, c_out, c_in, kh, kw] is not one conv with c_out = L.
+    convs = eqx.filter_vmap(lambda k: eqx.nn.Conv2d(4, 8, 3, key=k))(
+        jax.random.split(jax.random.key(0), 3)
+    )
+    model = {"convs": convs, "head": eqx.nn.Linear(8, 10, key=jax.random.key(1))}
+    with pytest.raises(ValueError, match=r"(?s)'convs/weight' \(3, 8, 4, 3, 3\).*stacked="):
+        scion_jax.propose_rules(model)
+    roles = dict(scion_jax.propose_rules(model, stacked="^convs/"))
+    assert roles[r"^convs/weight$"] == Role("conv_spectral", batch_axes=0, layout="out_in")
+    gs = np.random.default_rng(3).standard_normal((3, 8, 4, 3, 3))
+    u = _direction({"w": gs}, [(".*", roles[r"^convs/weight$"])], {"w": jnp.asarray(gs)})["w"]
+    for u_layer, g_layer in zip(u, gs, strict=True):
+        assert _rel(u_layer, ref_spectral_conv(g_layer)) < 1e-5
 
 
 def test_equinox_partitioned_equals_plain():

@@ -54,12 +54,22 @@ class Leaf:
 
     @property
     def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
+        return _module_and_name(self.path)[1]
 
     @property
     def module(self) -> str:
-        parts = self.path.split("/")
-        return parts[-2] if len(parts) > 1 else parts[-1]
+        return _module_and_name(self.path)[0]
+
+
+def _module_and_name(path: str) -> tuple[str, str]:
+    """A leaf's module (the path component before it; its own name for a raw array) and name."""
+    parts = path.split("/")
+    return parts[-2] if len(parts) > 1 else parts[-1], parts[-1]
+
+
+def is_head(module: str, name: str) -> bool:
+    """Whether a leaf's module (or the leaf itself) is named as an output layer."""
+    return module in HEAD_NAMES or name in HEAD_NAMES
 
 
 def _has_equinox(model: Any) -> bool:
@@ -74,10 +84,7 @@ def _equinox_types(model: Any) -> dict[str, tuple[str, int | None]]:
     """``{path: (kind, rank)}`` of the leaves of the known Equinox modules in `model`; rank:
     a weight's number of axes (Linear, Embedding 2, Conv its spatial dims + 2), None for
     vectors."""
-    if not _has_equinox(model):
-        return {}
-    eqx = sys.modules["equinox"]
-    nn = eqx.nn
+    nn = sys.modules["equinox"].nn
     known = {
         nn.Linear: {"weight": "matrix", "bias": "vector"},
         nn.Embedding: {"weight": "table"},
@@ -103,18 +110,15 @@ def _equinox_types(model: Any) -> dict[str, tuple[str, int | None]]:
 
 
 def _params_of(model: Any) -> Any:
-    """The parameter pytree of `model`: a flax NNX module's `nnx.Param` state, an Equinox
-    module's arrays (``eqx.filter(model, eqx.is_array)``); else `model` itself."""
+    """The parameter pytree of a model holding no Equinox module: a flax NNX module's
+    `nnx.Param` state; else `model` itself."""
     nnx = sys.modules.get("flax.nnx")
     if nnx is not None and isinstance(model, nnx.Module):
         return nnx.state(model, nnx.Param)
-    if _has_equinox(model):
-        eqx = sys.modules["equinox"]
-        return eqx.filter(model, eqx.is_array)
     return model
 
 
-def _by_name(name: str, module: str, path: str, core: tuple[int, ...], layout: str | None):
+def _by_name(module: str, name: str, path: str, core: tuple[int, ...], layout: str | None):
     """(kind, layout) from the leaf's name, or None when it does not say."""
     ndim = len(core)
     if ndim == 0:
@@ -132,8 +136,9 @@ def _by_name(name: str, module: str, path: str, core: tuple[int, ...], layout: s
     if layout is None:  # `weight` (PyTorch / Equinox without types) or an unknown name
         return None
     if ndim == 2:
-        head = module in HEAD_NAMES or name in HEAD_NAMES
-        return ("table" if EMBED_MODULE.search(module.lower()) and not head else "matrix"), layout
+        if EMBED_MODULE.search(module.lower()) and not is_head(module, name):
+            return "table", "in_out"  # [V, d] in every library
+        return "matrix", layout
     if "conv" in path.lower():
         return "conv", layout
     return None
@@ -152,14 +157,16 @@ def read_leaves(
     """
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"Unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}.")
-    typed = _equinox_types(model)
-    params = _params_of(model)
+    if _has_equinox(model):
+        eqx = sys.modules["equinox"]
+        typed, params = _equinox_types(model), eqx.filter(model, eqx.is_array)
+    else:
+        typed, params = {}, _params_of(model)
     stack_re = re.compile(stacked) if stacked else None
     leaves, ambiguous = [], []
     for p, x in jax.tree_util.tree_flatten_with_path(params)[0]:
         path, shape = path_str(p), tuple(x.shape)
         core = shape[1:] if stack_re and stack_re.search(path) else shape
-        probe = Leaf(path, shape, core, "scalar")
         if path in typed:
             kind, rank = typed[path]
             if kind == "vector":
@@ -169,7 +176,7 @@ def read_leaves(
             else:  # a stack (eqx.filter_vmap), undeclared
                 found = None
         else:
-            found = _by_name(probe.name, probe.module, path, core, layout)
+            found = _by_name(*_module_and_name(path), path, core, layout)
         if found is None:
             ambiguous.append((path, shape))
             continue

@@ -31,7 +31,7 @@ from typing import Any
 
 import jax
 
-from scion_jax.layouts import HEAD_NAMES, Leaf, read_leaves
+from scion_jax.layouts import HEAD_NAMES, Leaf, is_head, read_leaves
 from scion_jax.rules import (
     MATRIX_NORMS,
     Role,
@@ -82,7 +82,7 @@ def _kernel_axes(leaf: Leaf, d_model: int | None):
 
 
 def _is_head(leaf: Leaf) -> bool:
-    return leaf.kind == "matrix" and (leaf.module in HEAD_NAMES or leaf.name in HEAD_NAMES)
+    return leaf.kind == "matrix" and is_head(leaf.module, leaf.name)
 
 
 def _d_out(leaf: Leaf) -> int:

@@ -10,8 +10,8 @@ what" view.
   embedding tables ``[V, d]``                                  → "l1_to_rms" (input)
   the output layer (a matrix whose module, or the leaf itself, is named head / lm_head /
     unembed / logits / classifier / output / output_layer)     → "rms_to_inf" (output)
-  a table also used as the output (tied; no head)             → `tied_embedding()`, and the
-    model's other tables (positions, segments: added to it)   → `tied_embedding()` too
+  a table also used as the output (tied; no head)             → `tied_embedding(d)`, and the
+    model's other tables (positions, segments: added to it)   → `tied_embedding(d)` too
   other matrices                                               → "rms_to_rms"
   DenseGeneral / Einsum kernels (query/key/value ``[d, heads, head_dim]``,
     attention out ``[heads, head_dim, d]``)                    → "rms_to_rms" with in/out axes
@@ -25,6 +25,7 @@ which no parameter is the output layer. `describe(params, rules)` prints the res
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -38,7 +39,6 @@ from scion_jax.rules import (
     Rules,
     compile_rules,
     matrix_axes,
-    matrix_view,
     path_str,
     resolve_roles,
     tied_embedding,
@@ -165,7 +165,7 @@ def propose_rules(
                 "and a rule for the head in known=, e.g. (r'^Dense_3/kernel$', 'rms_to_inf')."
             )
         tied = True
-    tied_path = max(token_tables, key=lambda t: t.core[0]).path if tied and token_tables else None
+    tie = bool(tied and token_tables)
 
     proposed: list[tuple[str, Role]] = []
     ambiguous = [(p, s) for p, s in ambiguous if not is_known(p)]
@@ -178,8 +178,8 @@ def propose_rules(
         elif leaf.kind == "vector":  # DenseGeneral biases [heads, dh]: RMS over both
             axes = {"out_axes": tuple(range(lead, len(leaf.shape)))} if len(leaf.core) > 1 else {}
             role = Role("bias_rms", hidden_lr_scale, **axes, **NO_DECAY)
-        elif leaf.kind == "table" and tied_path is not None:  # the tied table and the
-            role = tied_embedding(leaf.core[1], output_lr_scale, **batch)  # and tables added to it
+        elif leaf.kind == "table" and tie:  # the tied table, and the tables added to it
+            role = tied_embedding(leaf.core[1], output_lr_scale, **batch)
         elif leaf.kind == "table":
             role = Role("l1_to_rms", input_lr_scale, **batch)
         elif _is_head(leaf):
@@ -202,7 +202,7 @@ def propose_rules(
     roles = jax.tree.leaves(resolve_roles(params, rules), is_leaf=lambda r: isinstance(r, Role))
     if not any(r.norm in OUTPUT_NORMS for r in roles):
         raise ValueError(
-            "No parameter is proposed an output norm (rms_to_inf): no matrix is named as "
+            "No parameter is proposed an output norm (rms_to_inf or sign): no matrix is named as "
             f"an output layer ({', '.join(HEAD_NAMES)})"
             + (" and tied=False" if tied is False else " and no embedding table is tied")
             + ". Scion's output norm is the one that sets the logits' scale: name the "
@@ -251,13 +251,9 @@ def describe_rows(
         p, shape = path_str(path), tuple(x.shape)
         d_in = d_out = "-"
         if role.norm in MATRIX_NORMS:
-            _, mshape = matrix_view(role, shape)
-            _, ins, outs = matrix_axes(role, shape)
-            d_in, d_out = _axes_text(ins, shape), _axes_text(outs, shape)
-            n_batch = 1
-            for b in mshape[:-2]:
-                n_batch *= b
-            view = f"{n_batch} × {mshape[-2]} × {mshape[-1]}"
+            axes = matrix_axes(role, shape)  # (batch, in, out)
+            d_in, d_out = _axes_text(axes[1], shape), _axes_text(axes[2], shape)
+            view = " × ".join(str(math.prod(shape[a] for a in ax)) for ax in axes)
         else:
             view = "vector" if role.norm == "bias_rms" else "-"
         rule = next(pat.pattern for pat, r in compiled if pat.search(p))

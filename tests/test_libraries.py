@@ -9,9 +9,7 @@ from __future__ import annotations
 import math
 import re
 
-import equinox as eqx
 import flax.linen as nn
-import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +29,9 @@ from scion_reference import (
 import scion_jax
 from scion_jax import Role
 from scion_jax.rules import matrix_view, path_str, resolve_roles
+
+eqx = pytest.importorskip("equinox")  # the dev extras
+hk = pytest.importorskip("haiku")
 
 V, D, T, HEADS, HIDDEN = 48, 32, 12, 4, 64
 
@@ -357,6 +358,25 @@ def test_nnx_undeclared_stack_is_refused():
     )
 
 
+def test_nnx_module_gives_its_params_rules():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.embed = nnx.Embed(V, D, rngs=rngs)
+            self.bn = nnx.BatchNorm(D, rngs=rngs)  # its batch statistics are not parameters
+            self.lm_head = nnx.Linear(D, V, rngs=rngs)
+
+    model = Net(nnx.Rngs(0))
+    rules = scion_jax.propose_rules(model)
+    assert rules == scion_jax.propose_rules(nnx.state(model, nnx.Param))
+    assert [p for p, _ in rules] == [
+        r"^bn/bias$",
+        r"^bn/scale$",
+        r"^embed/embedding$",
+        r"^lm_head/bias$",
+        r"^lm_head/kernel$",
+    ]
+
+
 # ----- refusals and smaller mends -----
 def test_ambiguous_layouts_raise_with_the_ways_to_say():
     bare = {"embed": {"weight": jnp.zeros((V, D))}, "lm_head": {"weight": jnp.zeros((V, D))}}
@@ -374,8 +394,9 @@ def test_ambiguous_layouts_raise_with_the_ways_to_say():
     roles = dict(scion_jax.propose_rules(bare, layout="out_in"))
     assert roles[r"^embed/weight$"] == Role("l1_to_rms")  # a table, [V, d] in every library
     assert roles[r"^lm_head/weight$"] == Role("rms_to_inf", layout="out_in")
-    with pytest.raises(ValueError, match=r"'mlp/mat' \(32, 64\)"):  # an unknown leaf name
-        scion_jax.propose_rules({"mlp": {"mat": jnp.zeros((D, 2 * D))}, **bare}, layout=None)
+    readable = {"embed": {"embedding": jnp.zeros((V, D))}, "lm_head": {"kernel": jnp.zeros((D, V))}}
+    with pytest.raises(ValueError, match=r"are: 'mlp/mat' \(32, 64\)\. "):  # an unknown name
+        scion_jax.propose_rules({"mlp": {"mat": jnp.zeros((D, 2 * D))}, **readable})
 
     class Raw(eqx.Module):  # a raw array in an Equinox model: no module type says its layout
         unembed: jax.Array

@@ -1,5 +1,6 @@
-"""The paper's initialization (PAPER.md §4): each parameter at norm 1 in its role's norm
-(at norm ρ where its role sets a radius ρ: the norm its steps are measured against).
+"""The paper's initialization (PAPER.md §4): each parameter at norm ρ in its role's norm,
+ρ its role's radius, else scion's radius= (1 by default): the norm its steps are measured
+against (Scion's reference initializes, then scales by the radius).
 
 The same norm defines how a layer is initialized and how it is updated (Disco's
 ``Norm.init`` / ``Norm.lmo`` pairing):
@@ -71,6 +72,8 @@ def init_params(
     rules: Rules,
     n_layers: int | None = None,
     residual_rules: Sequence[str] = RESIDUAL_RULES,
+    *,
+    radius: float = 1.0,
 ) -> Any:
     """Re-initializes `params` (any pytree; flax NNX state works) per the paper.
 
@@ -78,13 +81,15 @@ def init_params(
       key: PRNG key.
       params: pytree of arrays (only shapes and dtypes are used, except "none" and
         "bias_rms" leaves, which are returned unchanged).
-      rules: the optimizer's rule table (a role's own radius ρ sets its init norm).
+      rules: the optimizer's rule table.
       n_layers: number of transformer blocks; when given, parameters whose path
         matches a `residual_rules` regex are scaled by 1/√(2·n_layers). A ValueError
         names the regexes if none of them matches a matrix parameter.
       residual_rules: regexes of the residual-writing matrices (defaults: this
         project's model; for another model pass its own, e.g.
         ``(r"attn/out/kernel$", r"mlp/down/kernel$")``).
+      radius: the value passed to `scion`, which a role may override: each matrix starts
+        at norm ρ, its role's radius, else this.
 
     Returns:
       A pytree like `params`.
@@ -101,8 +106,7 @@ def init_params(
             continue
         _, mshape = matrix_view(role, tuple(w.shape))
         m = init_matrix(k, role, mshape, tuple(w.shape))
-        if role.radius is not None:  # at norm ρ, the role's own radius
-            m = m * role.radius
+        m = m * (role.radius if role.radius is not None else radius)  # at norm ρ
         if n_layers is not None and any(r.search(path_str(path)) for r in residual):
             m = m / np.sqrt(2 * n_layers)
             scaled += 1

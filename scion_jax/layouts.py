@@ -6,14 +6,17 @@ Every leaf becomes a `Leaf` of one kind, with the layout of its matrix axes:
            [*k, c_in, c_out]``, DenseGeneral ``kernel`` of ≥ 3 axes, ``bias``, ``scale``
   Haiku    matrix ``w [d_in, d_out]``, table ``embeddings [V, d]``, conv ``w`` HWIO, ``b``,
            ``scale``, ``offset``
+  (a ``kernel`` / ``w`` of ≥ 3 axes is a conv when its path says "conv": flax ``Conv_0``,
+  Haiku ``conv2_d``; else "general", e.g. a DenseGeneral kernel or an undeclared stack)
   Equinox  ``Linear.weight [d_out, d_in]`` (layout "out_in"), ``Embedding.weight [V, d]``,
            ``Conv.weight`` OIHW ("out_in"), ``bias``, norms' ``weight`` / ``bias``
   PyTorch-like names: ``weight`` (a table if its module is named ``*embed*``, wte, wpe)
 
 The Equinox rows are read from the model's module types (`eqx.nn.Linear`, `Embedding`, `Conv`,
 norms; `MultiheadAttention` and `MLP` are made of them), so pass the model itself (or
-``eqx.filter(model, eqx.is_array)``, which keeps the types). A 2-D ``weight`` or an unknown
-leaf name outside such a module says nothing about its layout: it needs a declared
+``eqx.filter(model, eqx.is_array)``, which keeps the types); such a weight with an extra
+axis (modules stacked by ``eqx.filter_vmap``) needs ``stacked=``. A 2-D ``weight`` or an
+unknown leaf name outside such a module says nothing about its layout: it needs a declared
 ``layout=`` ("in_out" or "out_in"), else it is reported as ambiguous.
 """
 
@@ -51,12 +54,22 @@ class Leaf:
 
     @property
     def name(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
+        return _module_and_name(self.path)[1]
 
     @property
     def module(self) -> str:
-        parts = self.path.split("/")
-        return parts[-2] if len(parts) > 1 else parts[-1]
+        return _module_and_name(self.path)[0]
+
+
+def _module_and_name(path: str) -> tuple[str, str]:
+    """A leaf's module (the path component before it; its own name for a raw array) and name."""
+    parts = path.split("/")
+    return parts[-2] if len(parts) > 1 else parts[-1], parts[-1]
+
+
+def is_head(module: str, name: str) -> bool:
+    """Whether a leaf's module (or the leaf itself) is named as an output layer."""
+    return module in HEAD_NAMES or name in HEAD_NAMES
 
 
 def _has_equinox(model: Any) -> bool:
@@ -67,12 +80,11 @@ def _has_equinox(model: Any) -> bool:
     return any(map(is_module, jax.tree.leaves(model, is_leaf=is_module)))
 
 
-def _equinox_types(model: Any) -> dict[str, str]:
-    """``{path: kind}`` of the leaves of the known Equinox modules in `model`."""
-    if not _has_equinox(model):
-        return {}
-    eqx = sys.modules["equinox"]
-    nn = eqx.nn
+def _equinox_types(model: Any) -> dict[str, tuple[str, int | None]]:
+    """``{path: (kind, rank)}`` of the leaves of the known Equinox modules in `model`; rank:
+    a weight's number of axes (Linear, Embedding 2, Conv its spatial dims + 2), None for
+    vectors."""
+    nn = sys.modules["equinox"].nn
     known = {
         nn.Linear: {"weight": "matrix", "bias": "vector"},
         nn.Embedding: {"weight": "table"},
@@ -90,23 +102,23 @@ def _equinox_types(model: Any) -> dict[str, str]:
             if isinstance(module, cls):
                 prefix = path_str(path)
                 for field, kind in fields.items():
-                    kinds[f"{prefix}/{field}" if prefix else field] = kind
+                    rank = None if kind == "vector" else 2
+                    if kind == "conv":
+                        rank = module.num_spatial_dims + 2
+                    kinds[f"{prefix}/{field}" if prefix else field] = kind, rank
     return kinds
 
 
 def _params_of(model: Any) -> Any:
-    """The parameter pytree of `model`: a flax NNX module's `nnx.Param` state, an Equinox
-    module's arrays (``eqx.filter(model, eqx.is_array)``); else `model` itself."""
+    """The parameter pytree of a model holding no Equinox module: a flax NNX module's
+    `nnx.Param` state; else `model` itself."""
     nnx = sys.modules.get("flax.nnx")
     if nnx is not None and isinstance(model, nnx.Module):
         return nnx.state(model, nnx.Param)
-    if _has_equinox(model):
-        eqx = sys.modules["equinox"]
-        return eqx.filter(model, eqx.is_array)
     return model
 
 
-def _by_name(name: str, module: str, path: str, core: tuple[int, ...], layout: str | None):
+def _by_name(module: str, name: str, path: str, core: tuple[int, ...], layout: str | None):
     """(kind, layout) from the leaf's name, or None when it does not say."""
     ndim = len(core)
     if ndim == 0:
@@ -118,14 +130,15 @@ def _by_name(name: str, module: str, path: str, core: tuple[int, ...], layout: s
     if name in MATRIX_NAMES:
         if ndim == 2:
             return "matrix", "in_out"
-        if name == "w" or "conv" in path.lower():
+        if "conv" in path.lower():  # flax Conv_0, Haiku conv2_d
             return "conv", "in_out"
         return "general", "in_out"
     if layout is None:  # `weight` (PyTorch / Equinox without types) or an unknown name
         return None
     if ndim == 2:
-        head = module in HEAD_NAMES or name in HEAD_NAMES
-        return ("table" if EMBED_MODULE.search(module.lower()) and not head else "matrix"), layout
+        if EMBED_MODULE.search(module.lower()) and not is_head(module, name):
+            return "table", "in_out"  # [V, d] in every library
+        return "matrix", layout
     if "conv" in path.lower():
         return "conv", layout
     return None
@@ -144,23 +157,26 @@ def read_leaves(
     """
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"Unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}.")
-    typed = _equinox_types(model)
-    params = _params_of(model)
+    if _has_equinox(model):
+        eqx = sys.modules["equinox"]
+        typed, params = _equinox_types(model), eqx.filter(model, eqx.is_array)
+    else:
+        typed, params = {}, _params_of(model)
     stack_re = re.compile(stacked) if stacked else None
     leaves, ambiguous = [], []
     for p, x in jax.tree_util.tree_flatten_with_path(params)[0]:
         path, shape = path_str(p), tuple(x.shape)
         core = shape[1:] if stack_re and stack_re.search(path) else shape
-        probe = Leaf(path, shape, core, "scalar")
-        if path in typed and len(core) >= 2:
-            kind = typed[path]
-            found = (kind, "out_in" if kind in ("matrix", "conv") else "in_out")
-            if kind == "matrix" and len(core) > 2:  # a vmapped Linear stack, undeclared
+        if path in typed:
+            kind, rank = typed[path]
+            if kind == "vector":
+                found = ("vector" if core else "scalar"), "in_out"
+            elif len(core) == rank:
+                found = kind, "in_out" if kind == "table" else "out_in"
+            else:  # a stack (eqx.filter_vmap), undeclared
                 found = None
-        elif path in typed:
-            found = ("vector" if core else "scalar"), "in_out"
         else:
-            found = _by_name(probe.name, probe.module, path, core, layout)
+            found = _by_name(*_module_and_name(path), path, core, layout)
         if found is None:
             ambiguous.append((path, shape))
             continue

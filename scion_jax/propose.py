@@ -10,8 +10,8 @@ what" view.
   embedding tables ``[V, d]``                                  → "l1_to_rms" (input)
   the output layer (a matrix whose module, or the leaf itself, is named head / lm_head /
     unembed / logits / classifier / output / output_layer)     → "rms_to_inf" (output)
-  a table also used as the output (tied; no head)             → `tied_embedding()`, and the
-    model's other tables (positions, segments: added to it)   → `tied_embedding()` too
+  a table also used as the output (tied; no head)             → `tied_embedding(d)`, and the
+    model's other tables (positions, segments: added to it)   → `tied_embedding(d)` too
   other matrices                                               → "rms_to_rms"
   DenseGeneral / Einsum kernels (query/key/value ``[d, heads, head_dim]``,
     attention out ``[heads, head_dim, d]``)                    → "rms_to_rms" with in/out axes
@@ -25,20 +25,20 @@ which no parameter is the output layer. `describe(params, rules)` prints the res
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
 
 import jax
 
-from scion_jax.layouts import HEAD_NAMES, Leaf, read_leaves
+from scion_jax.layouts import HEAD_NAMES, Leaf, is_head, read_leaves
 from scion_jax.rules import (
     MATRIX_NORMS,
     Role,
     Rules,
     compile_rules,
     matrix_axes,
-    matrix_view,
     path_str,
     resolve_roles,
     tied_embedding,
@@ -70,17 +70,19 @@ def _shift(axes: int | tuple[int, ...], by: int) -> int | tuple[int, ...]:
 
 
 def _kernel_axes(leaf: Leaf, d_model: int | None):
-    """(in_axes, out_axes) of a DenseGeneral/Einsum kernel, or None if ambiguous."""
+    """(in_axes, out_axes) of a DenseGeneral/Einsum kernel whose name and shape agree
+    (query/key/value ``[d, ...]``, attention out ``[..., d]``, d the model width where a
+    token table gives it), or None: an undeclared stack ``[L, ...]`` or an unknown name."""
     shape, ndim = leaf.core, len(leaf.core)
-    if leaf.module in QKV_NAMES or (d_model is not None and shape[0] == d_model):
+    if leaf.module in QKV_NAMES and d_model in (None, shape[0]):
         return 0, tuple(range(1, ndim))
-    if leaf.module in ATTN_OUT_NAMES or (d_model is not None and shape[-1] == d_model):
+    if leaf.module in ATTN_OUT_NAMES and d_model in (None, shape[-1]):
         return tuple(range(ndim - 1)), ndim - 1
     return None
 
 
 def _is_head(leaf: Leaf) -> bool:
-    return leaf.kind == "matrix" and (leaf.module in HEAD_NAMES or leaf.name in HEAD_NAMES)
+    return leaf.kind == "matrix" and is_head(leaf.module, leaf.name)
 
 
 def _d_out(leaf: Leaf) -> int:
@@ -163,7 +165,7 @@ def propose_rules(
                 "and a rule for the head in known=, e.g. (r'^Dense_3/kernel$', 'rms_to_inf')."
             )
         tied = True
-    tied_path = max(token_tables, key=lambda t: t.core[0]).path if tied and token_tables else None
+    tie = bool(tied and token_tables)
 
     proposed: list[tuple[str, Role]] = []
     ambiguous = [(p, s) for p, s in ambiguous if not is_known(p)]
@@ -176,8 +178,8 @@ def propose_rules(
         elif leaf.kind == "vector":  # DenseGeneral biases [heads, dh]: RMS over both
             axes = {"out_axes": tuple(range(lead, len(leaf.shape)))} if len(leaf.core) > 1 else {}
             role = Role("bias_rms", hidden_lr_scale, **axes, **NO_DECAY)
-        elif leaf.kind == "table" and tied_path is not None:  # the tied table and the
-            role = tied_embedding(leaf.core[1], output_lr_scale, **batch)  # and tables added to it
+        elif leaf.kind == "table" and tie:  # the tied table, and the tables added to it
+            role = tied_embedding(leaf.core[1], output_lr_scale, **batch)
         elif leaf.kind == "table":
             role = Role("l1_to_rms", input_lr_scale, **batch)
         elif _is_head(leaf):
@@ -200,7 +202,7 @@ def propose_rules(
     roles = jax.tree.leaves(resolve_roles(params, rules), is_leaf=lambda r: isinstance(r, Role))
     if not any(r.norm in OUTPUT_NORMS for r in roles):
         raise ValueError(
-            "No parameter is proposed an output norm (rms_to_inf): no matrix is named as "
+            "No parameter is proposed an output norm (rms_to_inf or sign): no matrix is named as "
             f"an output layer ({', '.join(HEAD_NAMES)})"
             + (" and tied=False" if tied is False else " and no embedding table is tied")
             + ". Scion's output norm is the one that sets the logits' scale: name the "
@@ -249,13 +251,9 @@ def describe_rows(
         p, shape = path_str(path), tuple(x.shape)
         d_in = d_out = "-"
         if role.norm in MATRIX_NORMS:
-            _, mshape = matrix_view(role, shape)
-            _, ins, outs = matrix_axes(role, shape)
-            d_in, d_out = _axes_text(ins, shape), _axes_text(outs, shape)
-            n_batch = 1
-            for b in mshape[:-2]:
-                n_batch *= b
-            view = f"{n_batch} × {mshape[-2]} × {mshape[-1]}"
+            axes = matrix_axes(role, shape)  # (batch, in, out)
+            d_in, d_out = _axes_text(axes[1], shape), _axes_text(axes[2], shape)
+            view = " × ".join(str(math.prod(shape[a] for a in ax)) for ax in axes)
         else:
             view = "vector" if role.norm == "bias_rms" else "-"
         rule = next(pat.pattern for pat, r in compiled if pat.search(p))

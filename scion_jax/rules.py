@@ -15,6 +15,7 @@ matrix (``in_axes`` / ``out_axes``: a DenseGeneral kernel ``[d, heads, head_dim]
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -96,7 +97,8 @@ def tied_embedding(d_model: int, lr_scale: float = 1.0, **kwargs: Any) -> Role:
     Its norm is the output layer's, RMS→∞, on the table read as the head's weight in
     PyTorch layout (``layout="out_in"``: d_out = V, d_in = d), so `layer_norms` reports
     the paper's output norm ‖W_out‖_{RMS→∞} for it as "rms_to_inf/<path>"; its radius is
-    √d, the geometric mean of the two uses' scales: the output norm wants token rows of L2
+    √d (it overrides `scion(radius=...)` for the table; pass radius= to change it), the
+    geometric mean of the two uses' scales: the output norm wants token rows of L2
     1/√d (logits O(1/√d)), the input norm rows of L2 √d (embedded tokens of RMS 1). So
       - `init_params`: rows of L2 norm 1 (RMS 1/√d, as nanodo's and flax's default
         initializers give): logits O(1), the loss at init ≈ ln V + ½;
@@ -107,11 +109,18 @@ def tied_embedding(d_model: int, lr_scale: float = 1.0, **kwargs: Any) -> Role:
     positions learns little beyond unigram statistics (PORTING.md, "Tied embeddings").
 
     Args:
-      d_model: the table's width d (its last axis).
+      d_model: the table's width d (its last axis), an int ≥ 1.
       lr_scale: the table's learning-rate multiplier.
-      **kwargs: other `Role` fields (weight_decay, batch_axes).
+      **kwargs: other `Role` fields (radius, weight_decay, batch_axes).
     """
-    return Role("rms_to_inf", lr_scale, layout="out_in", radius=float(d_model) ** 0.5, **kwargs)
+    if not isinstance(d_model, numbers.Integral) or d_model < 1:
+        raise ValueError(
+            f"tied_embedding(d_model={d_model!r}): d_model is the table's width d (its last "
+            "axis), an int ≥ 1; the learning-rate multiplier is the second argument, "
+            "tied_embedding(d, lr_scale)."
+        )
+    kwargs.setdefault("radius", float(d_model) ** 0.5)
+    return Role("rms_to_inf", lr_scale, layout="out_in", **kwargs)
 
 
 def key_name(key: Any) -> str | None:

@@ -203,6 +203,16 @@ def test_tied_embedding_trains_from_ln_v():
     assert losses[-1] < losses[0] - 0.5, losses
 
 
+def test_tied_embedding_takes_the_table_width():
+    assert scion_jax.tied_embedding(D).radius == math.sqrt(D)
+    assert scion_jax.tied_embedding(D, 0.5, radius=2.0) == Role(
+        "rms_to_inf", 0.5, layout="out_in", radius=2.0
+    )
+    for bad in (0.5, 0, "32"):  # tied_embedding(0.5): an lr_scale passed as d
+        with pytest.raises(ValueError, match=r"d_model is the table's width d .*lr_scale"):
+            scion_jax.tied_embedding(bad)
+
+
 # ----- 4. per-role radius and weight decay vs the reference -----
 GROUPS = {  # name: (flax shape, reference lmo on the torch layout, role norm)
     "embed": ((24, 16), ref_col_norm_transposed, "l1_to_rms"),

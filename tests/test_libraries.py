@@ -9,14 +9,13 @@ from __future__ import annotations
 import math
 import re
 
-import equinox as eqx
 import flax.linen as nn
-import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 from scion_reference import (
@@ -30,6 +29,9 @@ from scion_reference import (
 import scion_jax
 from scion_jax import Role
 from scion_jax.rules import matrix_view, path_str, resolve_roles
+
+eqx = pytest.importorskip("equinox")  # the dev extras
+hk = pytest.importorskip("haiku")
 
 V, D, T, HEADS, HIDDEN = 48, 32, 12, 4, 64
 
@@ -204,6 +206,19 @@ def test_equinox_conv_and_stack():
         D,
         HIDDEN,
     )
+    # Conv2ds stacked likewise: [L, c_out, c_in, kh, kw] is not one conv with c_out = L.
+    convs = eqx.filter_vmap(lambda k: eqx.nn.Conv2d(4, 8, 3, key=k))(
+        jax.random.split(jax.random.key(0), 3)
+    )
+    model = {"convs": convs, "head": eqx.nn.Linear(8, 10, key=jax.random.key(1))}
+    with pytest.raises(ValueError, match=r"(?s)'convs/weight' \(3, 8, 4, 3, 3\).*stacked="):
+        scion_jax.propose_rules(model)
+    roles = dict(scion_jax.propose_rules(model, stacked="^convs/"))
+    assert roles[r"^convs/weight$"] == Role("conv_spectral", batch_axes=0, layout="out_in")
+    gs = np.random.default_rng(3).standard_normal((3, 8, 4, 3, 3))
+    u = _direction({"w": gs}, [(".*", roles[r"^convs/weight$"])], {"w": jnp.asarray(gs)})["w"]
+    for u_layer, g_layer in zip(u, gs, strict=True):
+        assert _rel(u_layer, ref_spectral_conv(g_layer)) < 1e-5
 
 
 def test_equinox_partitioned_equals_plain():
@@ -287,6 +302,81 @@ def test_haiku_proposed_table_step_and_init():
     assert dict(scion_jax.propose_rules(conv_params))[r"^conv2_d/w$"] == Role("conv_spectral")
 
 
+def test_haiku_layer_stack_is_not_a_conv():
+    """hk.layer_stack's w [L, d_in, d_out]: refused undeclared, a stack of matrices with
+    stacked=."""
+
+    def f(tokens):
+        x = hk.Embed(V, D, name="embed")(tokens)
+        x = hk.layer_stack(3)(lambda x: x + hk.Linear(D, name="mlp")(x))(x)
+        return hk.Linear(V, name="lm_head")(x)
+
+    params = hk.transform(f).init(jax.random.key(0), _tokens())
+    with pytest.raises(
+        ValueError, match=r"(?s)'__layer_stack_no_per_layer/mlp/w' \(3, 32, 32\).*stacked="
+    ):
+        scion_jax.propose_rules(params)
+    rules = scion_jax.propose_rules(params, stacked="^__layer_stack")
+    assert dict(rules)[r"^__layer_stack_no_per_layer/mlp/w$"] == Role("rms_to_rms", batch_axes=0)
+
+
+# ----- flax NNX: layers stacked by nnx.vmap -----
+class NnxBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.q = nnx.Linear(D, D, rngs=rngs)
+        self.mlp_down = nnx.Linear(HIDDEN, D, rngs=rngs)
+
+
+class NnxStackLM(nnx.Module):
+    def __init__(self, rngs):
+        self.embed = nnx.Embed(V, D, rngs=rngs)
+
+        @nnx.split_rngs(splits=3)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def blocks(rngs):
+            return NnxBlock(rngs)
+
+        self.layers = blocks(rngs)  # kernels [3, d_in, d_out]
+        self.lm_head = nnx.Linear(D, V, rngs=rngs)
+
+
+def test_nnx_undeclared_stack_is_refused():
+    """A stack's kernel [L, d_in, d_out] is not read as one DenseGeneral matrix, whether its
+    name is a query's (q [3, 32, 32]: axis 0 is not d) or its out axis is d (mlp_down)."""
+    model = NnxStackLM(nnx.Rngs(0))
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)'layers/mlp_down/kernel' \(3, 64, 32\), 'layers/q/kernel' \(3, 32, 32\)"
+        ".*stacked=.*known=",
+    ):
+        scion_jax.propose_rules(model)
+    roles = dict(scion_jax.propose_rules(model, stacked="^layers/"))
+    assert (
+        roles[r"^layers/q/kernel$"]
+        == roles[r"^layers/mlp_down/kernel$"]
+        == Role("rms_to_rms", batch_axes=0)
+    )
+
+
+def test_nnx_module_gives_its_params_rules():
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.embed = nnx.Embed(V, D, rngs=rngs)
+            self.bn = nnx.BatchNorm(D, rngs=rngs)  # its batch statistics are not parameters
+            self.lm_head = nnx.Linear(D, V, rngs=rngs)
+
+    model = Net(nnx.Rngs(0))
+    rules = scion_jax.propose_rules(model)
+    assert rules == scion_jax.propose_rules(nnx.state(model, nnx.Param))
+    assert [p for p, _ in rules] == [
+        r"^bn/bias$",
+        r"^bn/scale$",
+        r"^embed/embedding$",
+        r"^lm_head/bias$",
+        r"^lm_head/kernel$",
+    ]
+
+
 # ----- refusals and smaller mends -----
 def test_ambiguous_layouts_raise_with_the_ways_to_say():
     bare = {"embed": {"weight": jnp.zeros((V, D))}, "lm_head": {"weight": jnp.zeros((V, D))}}
@@ -304,8 +394,9 @@ def test_ambiguous_layouts_raise_with_the_ways_to_say():
     roles = dict(scion_jax.propose_rules(bare, layout="out_in"))
     assert roles[r"^embed/weight$"] == Role("l1_to_rms")  # a table, [V, d] in every library
     assert roles[r"^lm_head/weight$"] == Role("rms_to_inf", layout="out_in")
-    with pytest.raises(ValueError, match=r"'mlp/mat' \(32, 64\)"):  # an unknown leaf name
-        scion_jax.propose_rules({"mlp": {"mat": jnp.zeros((D, 2 * D))}, **bare}, layout=None)
+    readable = {"embed": {"embedding": jnp.zeros((V, D))}, "lm_head": {"kernel": jnp.zeros((D, V))}}
+    with pytest.raises(ValueError, match=r"are: 'mlp/mat' \(32, 64\)\. "):  # an unknown name
+        scion_jax.propose_rules({"mlp": {"mat": jnp.zeros((D, 2 * D))}, **readable})
 
     class Raw(eqx.Module):  # a raw array in an Equinox model: no module type says its layout
         unembed: jax.Array

@@ -160,6 +160,33 @@ def test_init_params_unit_norms(n_layers):
     np.testing.assert_allclose(s, s[0], rtol=1e-5)
 
 
+def test_init_params_at_the_radius():
+    """Each matrix starts at norm ρ: its role's radius, else init_params(radius=ρ) (the value
+    passed to scion), so Role(radius=ρ) and scion(radius=ρ) start alike."""
+    params = {
+        "embed": jnp.zeros((50, 16)),
+        "hidden": jnp.zeros((16, 40)),
+        "conv": jnp.zeros((3, 3, 4, 8)),
+        "sgn": jnp.zeros((8, 6)),
+        "head": jnp.zeros((16, 50)),
+    }
+    norms = {
+        "embed": "l1_to_rms",
+        "hidden": "rms_to_rms",
+        "conv": "conv_spectral",
+        "sgn": "sign",
+        "head": "rms_to_inf",
+    }
+    plain = list(norms.items())
+    own = [(k, Role(n, radius=3.0)) for k, n in norms.items()]
+    for rules, radius in ((own, 0.5), (plain, 3.0)):
+        new = scion_jax.init_params(jax.random.key(0), params, rules, radius=radius)
+        got = scion_jax.layer_norms(new, rules)
+        assert len(got) == len(params)
+        for key, value in got.items():
+            assert float(value) == pytest.approx(3.0, rel=1e-5), (key, radius)
+
+
 # ----- bad input -----
 def test_unmatched_path_names_it():
     with pytest.raises(ValueError, match="'frozen'.*matches no rule"):

@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from bench_optimizer import median_time  # noqa: E402
+from bench_optimizer import RULES, jitted_update, median_time, random_tree  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
@@ -213,64 +213,46 @@ def part_memory(args) -> dict:
 
 
 def update_shapes(smoke: bool) -> dict[str, dict[str, tuple[int, int]]]:
+    """bench_partitioned_ns.py's proxy and 1.3B shapes (the proxy's first), or tiny ones."""
     from bench_optimizer import llama_shapes
+    from bench_partitioned_ns import model_configs
 
-    if smoke:
-        return {"tiny": llama_shapes(64, 1, 192, 512)}
-    return {
-        "proxy_69m": llama_shapes(256, 4, 704, 128_256),
-        "1.3B": llama_shapes(3072, 5, 8192, 128_256),  # bench_partitioned_ns.py's 1.3B
-    }
-
-
-def _tree(shapes):
-    keys = jax.random.split(jax.random.key(0), len(shapes))
-    params = {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, shapes.items())}
-    grads = jax.tree.map(lambda p: p * 0.01 + 1.0, params)
-    return params, grads
-
-
-def _update_time(tx, params, grads, repeats: int) -> float:
-    update = jax.jit(tx.update)
-    return median_time(update, grads, tx.init(params), params, repeats=repeats)
+    return {"tiny": llama_shapes(64, 1, 192, 512)} if smoke else model_configs()
 
 
 def part_optimizer(args) -> dict:
-    from bench_optimizer import RULES
-
     import scion_jax
 
     out = {"device_kind": jax.devices()[0].device_kind}
     for name, shapes in update_shapes(args.cpu_smoke).items():
-        params, grads = _tree(shapes)
+        params, grads = random_tree(shapes)
         row = {"params": int(sum(a * b for a, b in shapes.values()))}
-        row["scion_ms"] = _update_time(scion_jax.scion(0.01, RULES), params, grads,
-                                       args.steps) * 1e3
-        row["muon_ms"] = _update_time(optax.contrib.muon(0.01), params, grads, args.steps) * 1e3
+        for opt, tx in (("scion", scion_jax.scion(0.01, RULES)),
+                        ("muon", optax.contrib.muon(0.01))):
+            update, update_args = jitted_update(tx, params, grads)
+            row[f"{opt}_ms"] = median_time(update, *update_args, repeats=args.steps) * 1e3
         row["scion_over_muon"] = row["scion_ms"] / row["muon_ms"]
         out[name] = row
-        del params, grads
+        del params, grads, update_args
         _write(args, "optimizer", out)
     return out
 
 
 def part_partitioned(args) -> dict:
-    from bench_optimizer import RULES
-
     import scion_jax
 
     shapes = next(iter(update_shapes(args.cpu_smoke).values()))  # the proxy's
-    params, grads = _tree(shapes)
+    params, grads = random_tree(shapes)
     mesh = jax.make_mesh((1,), ("fsdp",), devices=jax.devices()[:1])
-    plain = scion_jax.scion(0.01, RULES)
-    parted = scion_jax.scion(0.01, RULES, mesh=mesh)
     out = {"device_kind": jax.devices()[0].device_kind, "matrices": len(shapes)}
-    out["plain_ms"] = _update_time(plain, params, grads, args.steps) * 1e3
-    out["partitioned_ms"] = _update_time(parted, params, grads, args.steps) * 1e3
-    a, _ = jax.jit(plain.update)(grads, plain.init(params), params)
-    b, _ = jax.jit(parted.update)(grads, parted.init(params), params)
+    updates = {}
+    for name, tx in (("plain", scion_jax.scion(0.01, RULES)),
+                     ("partitioned", scion_jax.scion(0.01, RULES, mesh=mesh))):
+        update, update_args = jitted_update(tx, params, grads)
+        out[f"{name}_ms"] = median_time(update, *update_args, repeats=args.steps) * 1e3
+        updates[name] = jax.tree.leaves(update(*update_args)[0])
     out["max_abs_difference"] = float(
-        max(jnp.max(jnp.abs(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+        max(jnp.max(jnp.abs(x - y)) for x, y in zip(updates["plain"], updates["partitioned"]))
     )
     return out
 

@@ -38,9 +38,6 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from bench_optimizer import RULES, jitted_update, median_time, random_tree  # noqa: E402
-from flax import nnx  # noqa: E402
-from jax.sharding import NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
 
 PARTS = ("env", "train", "memory", "optimizer", "partitioned")
 # bf16 dense peak FLOP/s (no sparsity) by device kind, first match of a lower-case
@@ -82,35 +79,12 @@ def train_config(smoke: bool, attention: str | None = None, batch: int = 0):
     return c
 
 
-def _train_step(config):
-    """(jitted step, state, batch, model config) of `config` on the first device."""
-    from scion_jax.model import init_model
-    from scion_jax.train.optim import make_optimizer
-    from scion_jax.train.trainer import BATCH_SPEC, jit_train_step, make_mesh, model_config
-
-    cfg = model_config(config)
-    mesh = make_mesh(config)
-    tx = make_optimizer(config, cfg, mesh)
-    graphdef, params = nnx.split(init_model(cfg, jax.random.key(0)), nnx.Param)
-    replicated = NamedSharding(mesh, P())
-    state = jax.device_put(
-        {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)},
-        replicated,
-    )
-    _, step = jit_train_step(config, graphdef, tx, mesh, replicated)
-    tokens = jax.random.randint(
-        jax.random.key(1), (config.batch_size, config.seq_len + 1), 0, cfg.vocab_size
-    )
-    batch = jax.device_put(
-        {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}, NamedSharding(mesh, BATCH_SPEC)
-    )
-    return step, state, batch, cfg
-
-
 def _step_time(config, steps: int) -> dict:
+    from memory import train_setup  # experiments/benchmarks/memory.py
+
     from scion_jax.model import model_flops_per_token
 
-    step, state, batch, cfg = _train_step(config)
+    step, _, state, batch, cfg, _ = train_setup(config)
     start = time.perf_counter()
     state, metrics = step(state, batch)  # compile + first step
     loss = float(metrics["loss"])
@@ -194,7 +168,7 @@ def part_memory(args) -> dict:
     config = train_config(args.cpu_smoke, batch=args.batch)
     predicted = memory.step_memory(config, config.batch_size)
     device = jax.devices()[0]
-    step, state, batch, _ = _train_step(config)
+    step, _, state, batch, _, _ = memory.train_setup(config)
     for _ in range(2):
         state, metrics = step(state, batch)
     jax.block_until_ready(metrics)

@@ -40,26 +40,33 @@ import optax  # noqa: E402
 from bench_optimizer import RULES, jitted_update, median_time, random_tree  # noqa: E402
 
 PARTS = ("env", "train", "memory", "optimizer", "partitioned")
-# bf16 dense peak FLOP/s (no sparsity) by device kind, first match of a lower-case
-# substring of `device_kind`: NVIDIA's datasheets.
-BF16_PEAKS = (
-    ("h200", 989e12),
-    ("gh200", 989e12),
-    ("h100 pcie", 756e12),
-    ("h100 nvl", 835e12),
-    ("h100", 989e12),  # SXM
-    ("b200", 2250e12),
-    ("a100", 312e12),
-    ("l40s", 362e12),
-    ("l4", 121e12),
-    ("a10", 125e12),
-)
+# bf16 dense peak FLOP/s (no sparsity) by device kind, the longest key that is a substring
+# of the lower-case `device_kind`: NVIDIA's datasheets. None: not known here.
+BF16_PEAKS = {
+    "h200": 989e12,  # SXM
+    "h200 nvl": None,  # not SXM's; its datasheet figure unchecked here
+    "gh200": 989e12,
+    "h100 pcie": 756e12,
+    "h100 nvl": 835e12,
+    "h100": 989e12,  # SXM
+    "b200": 2250e12,
+    "a100": 312e12,
+    "l40s": 362e12,
+    "l40": 181e12,
+    "l4": 121e12,
+    "a10": 125e12,
+}
 
 
 def bf16_peak(device_kind: str) -> float | None:
     """The bf16 dense peak FLOP/s of a device kind (None when not in `BF16_PEAKS`)."""
     kind = device_kind.lower()
-    return next((peak for key, peak in BF16_PEAKS if key in kind), None)
+    return BF16_PEAKS.get(max((key for key in BF16_PEAKS if key in kind), key=len, default=""))
+
+
+def _peak(args) -> float | None:
+    """The bf16 dense peak FLOP/s that MFU is taken against: --peak_tflops, else the card's."""
+    return args.peak_tflops * 1e12 or bf16_peak(jax.devices()[0].device_kind)
 
 
 def train_config(smoke: bool, attention: str | None = None, batch: int = 0):
@@ -79,7 +86,7 @@ def train_config(smoke: bool, attention: str | None = None, batch: int = 0):
     return c
 
 
-def _step_time(config, steps: int) -> dict:
+def _step_time(config, steps: int, peak: float | None) -> dict:
     from memory import train_setup  # experiments/benchmarks/memory.py
 
     from scion_jax.model import model_flops_per_token
@@ -98,7 +105,6 @@ def _step_time(config, steps: int) -> dict:
     t = float(np.median(times))
     tokens = config.batch_size * config.seq_len
     flops = model_flops_per_token(cfg, config.seq_len) * tokens
-    peak = bf16_peak(jax.devices()[0].device_kind)
     return {
         "attention": config.model.attention,
         "batch": config.batch_size,
@@ -134,12 +140,13 @@ def _attention_alone(smoke: bool, repeats: int) -> dict:
 
 def part_env(args) -> dict:
     device = jax.devices()[0]
+    peak = _peak(args)
     return {
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "device_kind": device.device_kind,
-        "bf16_peak_tflop_per_s": (bf16_peak(device.device_kind) or 0) / 1e12 or None,
+        "bf16_peak_tflop_per_s": peak / 1e12 if peak else None,
         "python": sys.version.split()[0],
     }
 
@@ -147,6 +154,7 @@ def part_env(args) -> dict:
 def part_train(args) -> dict:
     out = {"device_kind": jax.devices()[0].device_kind, "steps": {}, "errors": {}}
     deadline = time.monotonic() + args.budget_s
+    peak = _peak(args)
     # The config's first; the smoke run skips "xla" (no GPU: the same program's compile).
     for attention in ("blockwise", "cudnn") if args.cpu_smoke else ("blockwise", "xla", "cudnn"):
         if time.monotonic() > deadline:
@@ -154,7 +162,7 @@ def part_train(args) -> dict:
             continue
         try:
             config = train_config(args.cpu_smoke, attention, args.batch)
-            out["steps"][attention] = _step_time(config, args.steps)
+            out["steps"][attention] = _step_time(config, args.steps, peak)
         except Exception as e:
             out["errors"][attention] = f"{type(e).__name__}: {str(e)[:300]}"
         _write(args, "train", out)  # what is done survives a timeout
@@ -246,6 +254,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu_smoke", action="store_true", help="Tiny sizes, on the CPU.")
     parser.add_argument("--steps", type=int, default=5, help="Timed calls (median).")
     parser.add_argument("--batch", type=int, default=0, help="Train batch (0: 16; smoke 2).")
+    parser.add_argument("--peak_tflops", type=float, default=0, help="bf16 dense peak for "
+                        "the MFU, TFLOP/s (0: the card's, BF16_PEAKS).")
     parser.add_argument("--budget_s", type=float, default=150, help="train: start no "
                         "variant after this many seconds.")
     args = parser.parse_args(argv)

@@ -89,12 +89,14 @@ _OPTIMIZER_SOURCES = re.compile(
     r"scion_jax/(optimizer|newton_schulz|partitioned|lmo|norms|rules)\.py$|/optax/(?!losses/)"
 )
 _ATTENTION_SOURCES = re.compile(r"scion_jax/model/attention\.py$")
-# Opcodes with no kernel of their own, or glue: neither matmul nor elementwise work.
+# Opcodes with no kernel of their own, or glue: neither matmul nor elementwise work. An
+# asynchronous op (all-gather-start, send-done, copy-start, ...) counts as its synchronous op.
 _OTHER_OPS = set(COLLECTIVES) | {
     "while", "conditional", "call", "custom-call", "rng", "rng-bit-generator", "infeed",
     "outfeed", "send", "recv", "after-all", "parameter", "constant", "tuple",
-    "get-tuple-element", "partition-id", "replica-id", "all-reduce-start", "all-reduce-done",
+    "get-tuple-element", "partition-id", "replica-id",
 }
+_ASYNC_SUFFIX = re.compile(r"-(?:start|update|done)$")
 _COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%?(?P<name>[\w.\-]+)\s+\(.*\)\s+->\s+.*\{\s*$")
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s+=\s+(?P<rest>.*)$")
 _CALLS = re.compile(r"\b(?:calls|to_apply|body|condition)=%?([\w.\-]+)")
@@ -206,7 +208,7 @@ def classify(hlo_text: str) -> dict[str, str]:
             out[name] = "attention"
         elif ops & {"dot", "convolution"}:
             out[name] = "matmul"
-        elif op in _OTHER_OPS:
+        elif _ASYNC_SUFFIX.sub("", op) in _OTHER_OPS:
             out[name] = "other"
         else:
             out[name] = "elementwise"

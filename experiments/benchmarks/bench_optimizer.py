@@ -79,27 +79,36 @@ def median_time(fn, *args, repeats: int) -> float:
     return float(np.median(times))
 
 
+def random_tree(shapes: dict[str, tuple[int, int]]):
+    """(params, grads): Gaussian parameters of `shapes` and gradients derived from them."""
+    keys = jax.random.split(jax.random.key(0), len(shapes))
+    params = {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, shapes.items())}
+    grads = jax.tree.map(lambda p: p * 0.01 + 1.0, params)
+    return params, grads
+
+
 def jitted_update(tx: optax.GradientTransformation, params, grads):
-    """(the jitted update, its arguments), compiled and run once."""
-    update = jax.jit(tx.update)
-    args = (grads, tx.init(params), params)
-    jax.block_until_ready(update(*args))
-    return update, args
+    """(the jitted update, its arguments); `median_time` compiles it in its warm-up call."""
+    return jax.jit(tx.update), (grads, tx.init(params), params)
 
 
 def summarize(rounds: list[dict[str, float]], base: str, ref: str | None):
-    """{name: (median s, (median, min, max) of s ÷ base's, of s ÷ ref's or None)} over
-    rounds of {name: seconds}; the ratios are taken within each round."""
+    """{name: (median s, (median, min, max) of s ÷ base's, of s ÷ ref's or None, the rounds
+    (1-based) that lack it)} over rounds of {name: seconds}, each over the rounds that timed
+    it (the PyTorch child can fail in some); the ratios are taken within each round."""
 
     def stats(values):
+        if not values:
+            return None
         return float(np.median(values)), float(np.min(values)), float(np.max(values))
 
     out = {}
-    for name in rounds[0]:
-        t = [r[name] for r in rounds]
-        vs_base = stats([r[name] / r[base] for r in rounds])
-        vs_ref = stats([r[name] / r[ref] for r in rounds]) if ref else None
-        out[name] = (float(np.median(t)), vs_base, vs_ref)
+    for name in dict.fromkeys(n for r in rounds for n in r):
+        timed = [r for r in rounds if name in r]
+        vs_base = stats([r[name] / r[base] for r in timed])
+        vs_ref = stats([r[name] / r[ref] for r in timed if ref in r])
+        missing = [i + 1 for i, r in enumerate(rounds) if name not in r]
+        out[name] = (float(np.median([r[name] for r in timed])), vs_base, vs_ref, missing)
     return out
 
 
@@ -187,9 +196,7 @@ def main(_):
         print(time_torch_scion(shapes, FLAGS.repeats))
         return
     n_params = sum(a * b for a, b in shapes.values())
-    keys = jax.random.split(jax.random.key(0), len(shapes))
-    params = {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, shapes.items())}
-    grads = jax.tree.map(lambda p: p * 0.01 + 1.0, params)
+    params, grads = random_tree(shapes)
     print(f"tree: {len(shapes)} matrices, {n_params / 1e6:.1f}M params, {jax.devices()[0]}")
 
     r = FLAGS.repeats
@@ -214,16 +221,14 @@ def main(_):
         rounds.append({name: times[name] for name in names if name in times})
         print(f"round {i + 1}: " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in rounds[-1].items())
               + " ms", flush=True)
-    has_torch = all(torch_name in t for t in rounds)
     print(f"\n{FLAGS.rounds} interleaved rounds (median of {r} calls each); ratios: median "
           "[min–max] of the per-round ratios")
     print(f"{'update':36s} {'ms':>9s} {'this / default':>22s} {'this / pytorch':>22s}")
     fmt = lambda q: f"{q[0]:6.2f} [{q[1]:.2f}–{q[2]:.2f}]"  # noqa: E731
-    for name, (t, vs_base, vs_torch) in summarize(
-        rounds, base, torch_name if has_torch else None
-    ).items():
+    for name, (t, vs_base, vs_torch, missing) in summarize(rounds, base, torch_name).items():
         print(f"{name:36s} {t * 1e3:9.1f} {fmt(vs_base):>22s} "
-              f"{fmt(vs_torch) if vs_torch else '':>22s}")
+              f"{fmt(vs_torch) if vs_torch else '':>22s}"
+              + (f"  (not timed in round {', '.join(map(str, missing))})" if missing else ""))
 
     for shape in FLAGS.quality_shapes:
         m, n = (int(v) for v in shape.lower().split("x"))

@@ -23,12 +23,13 @@ import os
 import time
 from typing import Any
 
-os.environ.setdefault(
-    "XLA_FLAGS",
-    "--xla_force_host_platform_device_count=8"
-    " --xla_cpu_enable_concurrency_optimized_scheduler=false",  # see tests/conftest.py
-)
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if __name__ == "__main__":  # not when imported (gpu_check.py): the importer's devices stay
+    os.environ.setdefault(
+        "XLA_FLAGS",
+        "--xla_force_host_platform_device_count=8"
+        " --xla_cpu_enable_concurrency_optimized_scheduler=false",  # see tests/conftest.py
+    )
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -38,18 +38,18 @@ import time
 
 import jax
 import jax.numpy as jnp
+import memory  # experiments/benchmarks/memory.py
 import numpy as np
 from absl import app, flags
-from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from scion_jax import hlo_stats, xla_cpu
-from scion_jax.model import init_model, model_flops_per_token
+from scion_jax.model import model_flops_per_token
 from scion_jax.train.config import base_config
 from scion_jax.train.metrics import norm_log_device, norm_logger
-from scion_jax.train.optim import make_optimizer, model_rules
-from scion_jax.train.trainer import BATCH_SPEC, jit_train_step, make_mesh, model_config
+from scion_jax.train.optim import model_rules
+from scion_jax.train.trainer import model_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("widths", ["128", "256", "512"], "d_model values.")
@@ -139,28 +139,12 @@ def _config(width: int, optimizer: str):
 
 
 def _setup(width: int, optimizer: str):
-    """The train step as `experiments/run.py` runs it: (config, mesh, jitted step,
-    loss_fn, fresh() -> a new replicated state, batch)."""
+    """The train step as `experiments/run.py` runs it (`memory.train_setup`): (config, model
+    config, mesh, jitted step, loss_fn, fresh() -> a copy of the initial state, batch)."""
     config = _config(width, optimizer)
-    cfg = model_config(config)
-    config.mesh.data = jax.device_count()
-    mesh = make_mesh(config)  # data parallel over the CPU devices, as `train` runs
-    tx = make_optimizer(config, cfg, mesh)
-    graphdef, params = nnx.split(init_model(cfg, jax.random.key(0)), nnx.Param)
-    replicated = NamedSharding(mesh, P())
-    fresh = lambda: jax.device_put(
-        {
-            "step": jnp.zeros((), jnp.int32),
-            "params": jax.tree.map(jnp.copy, params),
-            "opt_state": tx.init(params),
-        },
-        replicated,
-    )
-    loss_fn, step = jit_train_step(config, graphdef, tx, mesh, replicated)  # a tree prefix
-    tokens = jax.random.randint(jax.random.key(1), (FLAGS.batch, FLAGS.seq_len + 1), 0, 256)
-    batch = jax.device_put(
-        {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}, NamedSharding(mesh, BATCH_SPEC)
-    )
+    config.mesh.data = jax.device_count()  # data parallel over the CPU devices, as `train` runs
+    step, loss_fn, state, batch, cfg, mesh = memory.train_setup(config)
+    fresh = lambda: jax.tree.map(jnp.copy, state)  # the step donates its state
     return config, cfg, mesh, step, loss_fn, fresh, batch
 
 

@@ -37,32 +37,36 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from bench_optimizer import median_time  # noqa: E402
-from flax import nnx  # noqa: E402
-from jax.sharding import NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
+from bench_optimizer import RULES, jitted_update, median_time, random_tree  # noqa: E402
 
 PARTS = ("env", "train", "memory", "optimizer", "partitioned")
-# bf16 dense peak FLOP/s (no sparsity) by device kind, first match of a lower-case
-# substring of `device_kind`: NVIDIA's datasheets.
-BF16_PEAKS = (
-    ("h200", 989e12),
-    ("gh200", 989e12),
-    ("h100 pcie", 756e12),
-    ("h100 nvl", 835e12),
-    ("h100", 989e12),  # SXM
-    ("b200", 2250e12),
-    ("a100", 312e12),
-    ("l40s", 362e12),
-    ("l4", 121e12),
-    ("a10", 125e12),
-)
+# bf16 dense peak FLOP/s (no sparsity) by device kind, the longest key that is a substring
+# of the lower-case `device_kind`: NVIDIA's datasheets. None: not known here.
+BF16_PEAKS = {
+    "h200": 989e12,  # SXM
+    "h200 nvl": None,  # not SXM's; its datasheet figure unchecked here
+    "gh200": 989e12,
+    "h100 pcie": 756e12,
+    "h100 nvl": 835e12,
+    "h100": 989e12,  # SXM
+    "b200": 2250e12,
+    "a100": 312e12,
+    "l40s": 362e12,
+    "l40": 181e12,
+    "l4": 121e12,
+    "a10": 125e12,
+}
 
 
 def bf16_peak(device_kind: str) -> float | None:
     """The bf16 dense peak FLOP/s of a device kind (None when not in `BF16_PEAKS`)."""
     kind = device_kind.lower()
-    return next((peak for key, peak in BF16_PEAKS if key in kind), None)
+    return BF16_PEAKS.get(max((key for key in BF16_PEAKS if key in kind), key=len, default=""))
+
+
+def _peak(args) -> float | None:
+    """The bf16 dense peak FLOP/s that MFU is taken against: --peak_tflops, else the card's."""
+    return args.peak_tflops * 1e12 or bf16_peak(jax.devices()[0].device_kind)
 
 
 def train_config(smoke: bool, attention: str | None = None, batch: int = 0):
@@ -82,35 +86,12 @@ def train_config(smoke: bool, attention: str | None = None, batch: int = 0):
     return c
 
 
-def _train_step(config):
-    """(jitted step, state, batch, model config) of `config` on the first device."""
-    from scion_jax.model import init_model
-    from scion_jax.train.optim import make_optimizer
-    from scion_jax.train.trainer import BATCH_SPEC, jit_train_step, make_mesh, model_config
+def _step_time(config, steps: int, peak: float | None) -> dict:
+    from memory import train_setup  # experiments/benchmarks/memory.py
 
-    cfg = model_config(config)
-    mesh = make_mesh(config)
-    tx = make_optimizer(config, cfg, mesh)
-    graphdef, params = nnx.split(init_model(cfg, jax.random.key(0)), nnx.Param)
-    replicated = NamedSharding(mesh, P())
-    state = jax.device_put(
-        {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)},
-        replicated,
-    )
-    _, step = jit_train_step(config, graphdef, tx, mesh, replicated)
-    tokens = jax.random.randint(
-        jax.random.key(1), (config.batch_size, config.seq_len + 1), 0, cfg.vocab_size
-    )
-    batch = jax.device_put(
-        {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}, NamedSharding(mesh, BATCH_SPEC)
-    )
-    return step, state, batch, cfg
-
-
-def _step_time(config, steps: int) -> dict:
     from scion_jax.model import model_flops_per_token
 
-    step, state, batch, cfg = _train_step(config)
+    step, _, state, batch, cfg, _ = train_setup(config)
     start = time.perf_counter()
     state, metrics = step(state, batch)  # compile + first step
     loss = float(metrics["loss"])
@@ -124,7 +105,6 @@ def _step_time(config, steps: int) -> dict:
     t = float(np.median(times))
     tokens = config.batch_size * config.seq_len
     flops = model_flops_per_token(cfg, config.seq_len) * tokens
-    peak = bf16_peak(jax.devices()[0].device_kind)
     return {
         "attention": config.model.attention,
         "batch": config.batch_size,
@@ -160,12 +140,13 @@ def _attention_alone(smoke: bool, repeats: int) -> dict:
 
 def part_env(args) -> dict:
     device = jax.devices()[0]
+    peak = _peak(args)
     return {
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "device_kind": device.device_kind,
-        "bf16_peak_tflop_per_s": (bf16_peak(device.device_kind) or 0) / 1e12 or None,
+        "bf16_peak_tflop_per_s": peak / 1e12 if peak else None,
         "python": sys.version.split()[0],
     }
 
@@ -173,6 +154,7 @@ def part_env(args) -> dict:
 def part_train(args) -> dict:
     out = {"device_kind": jax.devices()[0].device_kind, "steps": {}, "errors": {}}
     deadline = time.monotonic() + args.budget_s
+    peak = _peak(args)
     # The config's first; the smoke run skips "xla" (no GPU: the same program's compile).
     for attention in ("blockwise", "cudnn") if args.cpu_smoke else ("blockwise", "xla", "cudnn"):
         if time.monotonic() > deadline:
@@ -180,7 +162,7 @@ def part_train(args) -> dict:
             continue
         try:
             config = train_config(args.cpu_smoke, attention, args.batch)
-            out["steps"][attention] = _step_time(config, args.steps)
+            out["steps"][attention] = _step_time(config, args.steps, peak)
         except Exception as e:
             out["errors"][attention] = f"{type(e).__name__}: {str(e)[:300]}"
         _write(args, "train", out)  # what is done survives a timeout
@@ -194,7 +176,7 @@ def part_memory(args) -> dict:
     config = train_config(args.cpu_smoke, batch=args.batch)
     predicted = memory.step_memory(config, config.batch_size)
     device = jax.devices()[0]
-    step, state, batch, _ = _train_step(config)
+    step, _, state, batch, _, _ = memory.train_setup(config)
     for _ in range(2):
         state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
@@ -213,64 +195,46 @@ def part_memory(args) -> dict:
 
 
 def update_shapes(smoke: bool) -> dict[str, dict[str, tuple[int, int]]]:
+    """bench_partitioned_ns.py's proxy and 1.3B shapes (the proxy's first), or tiny ones."""
     from bench_optimizer import llama_shapes
+    from bench_partitioned_ns import model_configs
 
-    if smoke:
-        return {"tiny": llama_shapes(64, 1, 192, 512)}
-    return {
-        "proxy_69m": llama_shapes(256, 4, 704, 128_256),
-        "1.3B": llama_shapes(3072, 5, 8192, 128_256),  # bench_partitioned_ns.py's 1.3B
-    }
-
-
-def _tree(shapes):
-    keys = jax.random.split(jax.random.key(0), len(shapes))
-    params = {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, shapes.items())}
-    grads = jax.tree.map(lambda p: p * 0.01 + 1.0, params)
-    return params, grads
-
-
-def _update_time(tx, params, grads, repeats: int) -> float:
-    update = jax.jit(tx.update)
-    return median_time(update, grads, tx.init(params), params, repeats=repeats)
+    return {"tiny": llama_shapes(64, 1, 192, 512)} if smoke else model_configs()
 
 
 def part_optimizer(args) -> dict:
-    from bench_optimizer import RULES
-
     import scion_jax
 
     out = {"device_kind": jax.devices()[0].device_kind}
     for name, shapes in update_shapes(args.cpu_smoke).items():
-        params, grads = _tree(shapes)
+        params, grads = random_tree(shapes)
         row = {"params": int(sum(a * b for a, b in shapes.values()))}
-        row["scion_ms"] = _update_time(scion_jax.scion(0.01, RULES), params, grads,
-                                       args.steps) * 1e3
-        row["muon_ms"] = _update_time(optax.contrib.muon(0.01), params, grads, args.steps) * 1e3
+        for opt, tx in (("scion", scion_jax.scion(0.01, RULES)),
+                        ("muon", optax.contrib.muon(0.01))):
+            update, update_args = jitted_update(tx, params, grads)
+            row[f"{opt}_ms"] = median_time(update, *update_args, repeats=args.steps) * 1e3
         row["scion_over_muon"] = row["scion_ms"] / row["muon_ms"]
         out[name] = row
-        del params, grads
+        del params, grads, update_args
         _write(args, "optimizer", out)
     return out
 
 
 def part_partitioned(args) -> dict:
-    from bench_optimizer import RULES
-
     import scion_jax
 
     shapes = next(iter(update_shapes(args.cpu_smoke).values()))  # the proxy's
-    params, grads = _tree(shapes)
+    params, grads = random_tree(shapes)
     mesh = jax.make_mesh((1,), ("fsdp",), devices=jax.devices()[:1])
-    plain = scion_jax.scion(0.01, RULES)
-    parted = scion_jax.scion(0.01, RULES, mesh=mesh)
     out = {"device_kind": jax.devices()[0].device_kind, "matrices": len(shapes)}
-    out["plain_ms"] = _update_time(plain, params, grads, args.steps) * 1e3
-    out["partitioned_ms"] = _update_time(parted, params, grads, args.steps) * 1e3
-    a, _ = jax.jit(plain.update)(grads, plain.init(params), params)
-    b, _ = jax.jit(parted.update)(grads, parted.init(params), params)
+    updates = {}
+    for name, tx in (("plain", scion_jax.scion(0.01, RULES)),
+                     ("partitioned", scion_jax.scion(0.01, RULES, mesh=mesh))):
+        update, update_args = jitted_update(tx, params, grads)
+        out[f"{name}_ms"] = median_time(update, *update_args, repeats=args.steps) * 1e3
+        updates[name] = jax.tree.leaves(update(*update_args)[0])
     out["max_abs_difference"] = float(
-        max(jnp.max(jnp.abs(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+        max(jnp.max(jnp.abs(x - y)) for x, y in zip(updates["plain"], updates["partitioned"]))
     )
     return out
 
@@ -290,6 +254,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu_smoke", action="store_true", help="Tiny sizes, on the CPU.")
     parser.add_argument("--steps", type=int, default=5, help="Timed calls (median).")
     parser.add_argument("--batch", type=int, default=0, help="Train batch (0: 16; smoke 2).")
+    parser.add_argument("--peak_tflops", type=float, default=0, help="bf16 dense peak for "
+                        "the MFU, TFLOP/s (0: the card's, BF16_PEAKS).")
     parser.add_argument("--budget_s", type=float, default=150, help="train: start no "
                         "variant after this many seconds.")
     args = parser.parse_args(argv)

@@ -2,7 +2,7 @@
 # The one-call GPU check: everything the first (15-minute) GPU hour should measure, each part
 # capped, all of it within TOTAL_S (default 450 s), results as JSON files in the output dir.
 #
-#   experiments/benchmarks/gpu_check.sh [--out DIR] [--wheels DIR] [--cpu_smoke]
+#   experiments/benchmarks/gpu_check.sh [--out DIR] [--wheels DIR] [--cpu_smoke] [--peak_tflops X]
 #
 # 1. installs the wheels the GPU image lacks from DIR (default .wheels, made here by
 #    gpu_wheels.sh), offline (pip --no-index --find-links), if the imports need them;
@@ -11,25 +11,28 @@
 #    its own process under `timeout`, each writing $OUT/gpu_check_<part>.json;
 # 4. writes $OUT/gpu_check_summary.json: every stage's exit status and seconds.
 # --cpu_smoke: tiny sizes on the CPU, one quick test (tests/test_gpu_check.py runs this).
+# --peak_tflops: the bf16 peak MFU is taken against (default: the card's, gpu_check.BF16_PEAKS).
 # The output dir is $OUT when set (the device tool's), else gpu_check_out/.
 set -u
 cd "$(dirname "$0")/../.."
 OUT_DIR=${OUT:-gpu_check_out}
 WHEELS=.wheels
-SMOKE=()
+SMOKE=0
+PART_ARGS=()  # gpu_check.py's options
 TOTAL_S=${TOTAL_S:-450}
 PY=${PYTHON:-python3}
 while [ $# -gt 0 ]; do
   case $1 in
     --out) OUT_DIR=$2; shift 2 ;;
     --wheels) WHEELS=$2; shift 2 ;;
-    --cpu_smoke) SMOKE=(--cpu_smoke); shift ;;
+    --cpu_smoke) SMOKE=1; PART_ARGS+=(--cpu_smoke); shift ;;
+    --peak_tflops) PART_ARGS+=(--peak_tflops="$2"); shift 2 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT_DIR"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-if [ ${#SMOKE[@]} -gt 0 ]; then
+if [ "$SMOKE" = 1 ]; then
   export JAX_PLATFORMS=cpu
   GPU_TESTS=${GPU_TESTS:-tests/test_hlo_stats.py::test_kernel_times_subtracts_nested_kernels}
 else
@@ -75,15 +78,16 @@ import jax, scion_jax, scion_jax.train, scion_jax.data, scion_jax.analysis
 print('jax', jax.__version__, jax.devices())"
 # shellcheck disable=SC2086  # GPU_TESTS: a list of test paths
 stage tests 75 "$PY" -m pytest -q -p no:cacheprovider -o addopts= $GPU_TESTS
-stage env 30 "$PY" experiments/benchmarks/gpu_check.py --part=env --out="$OUT_DIR" "${SMOKE[@]}"
+stage env 30 "$PY" experiments/benchmarks/gpu_check.py --part=env --out="$OUT_DIR" \
+  "${PART_ARGS[@]}"
 stage train 150 "$PY" experiments/benchmarks/gpu_check.py --part=train --budget_s=90 \
-  --out="$OUT_DIR" "${SMOKE[@]}"
+  --out="$OUT_DIR" "${PART_ARGS[@]}"
 stage memory 70 "$PY" experiments/benchmarks/gpu_check.py --part=memory --out="$OUT_DIR" \
-  "${SMOKE[@]}"
+  "${PART_ARGS[@]}"
 stage optimizer 80 "$PY" experiments/benchmarks/gpu_check.py --part=optimizer \
-  --out="$OUT_DIR" "${SMOKE[@]}"
+  --out="$OUT_DIR" "${PART_ARGS[@]}"
 stage partitioned 40 "$PY" experiments/benchmarks/gpu_check.py --part=partitioned \
-  --out="$OUT_DIR" "${SMOKE[@]}"
+  --out="$OUT_DIR" "${PART_ARGS[@]}"
 
 "$PY" - "$SUMMARY" "$OUT_DIR/gpu_check_summary.json" "$(($(date +%s) - START))" <<'EOF'
 import json, sys

@@ -49,9 +49,9 @@ from scion_jax.train.loss import resolve_chunk  # noqa: E402
 from scion_jax.train.optim import make_optimizer  # noqa: E402
 from scion_jax.train.trainer import (  # noqa: E402
     BATCH_SPEC,
+    init_state,
     jit_train_step,
     make_mesh,
-    make_step,
     model_config,
 )
 
@@ -174,6 +174,24 @@ def memory_report(config, per_device_batch: int = 0) -> dict:
     }
 
 
+def train_setup(config):
+    """The train step of `config` as `train` builds it: (jitted step, loss_fn, initial state
+    (`init_state`), a batch of random tokens, model config, mesh). The step donates its
+    state: pass it a copy to reuse the initial one."""
+    mesh = make_mesh(config)
+    model_cfg = model_config(config)
+    tx = make_optimizer(config, model_cfg, mesh)
+    graphdef, state, shardings = init_state(config, model_cfg, tx, mesh)
+    loss_fn, step = jit_train_step(config, graphdef, tx, mesh, shardings)
+    tokens = jax.random.randint(
+        jax.random.key(1), (config.batch_size, config.seq_len + 1), 0, model_cfg.vocab_size
+    )
+    batch = jax.device_put(
+        {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}, NamedSharding(mesh, BATCH_SPEC)
+    )
+    return step, loss_fn, state, batch, model_cfg, mesh
+
+
 def time_options(rounds: int) -> dict[str, float]:
     """Median step seconds of the quickstart config with the memory options off and on
     (timed alternately in each round, one device), and their ratio."""
@@ -188,16 +206,8 @@ def time_options(rounds: int) -> dict[str, float]:
         if on:
             config.model.update(attention="blockwise", attention_block=128, remat="block")
             config.loss_chunk = 64
-        model_cfg = model_config(config)
-        tx = make_optimizer(config, model_cfg, None)
-        graphdef, params = nnx.split(init_model(model_cfg, jax.random.key(0)), nnx.Param)
-        _, step_fn = make_step(graphdef, tx, loss_chunk=config.loss_chunk)
-        state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
-        tokens = jax.random.randint(
-            jax.random.key(1), (config.batch_size, config.seq_len + 1), 0, 256
-        )
-        batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
-        return jax.jit(step_fn, donate_argnums=0), state, batch
+        step, _, state, batch, _, _ = train_setup(config)
+        return step, state, batch
 
     runs = {"off": build(False), "on": build(True)}
     states = {}

@@ -179,6 +179,18 @@ def is_finished(run_dir: str, steps: int) -> bool:
 
 
 RECORDED = ("config.json", "metrics.jsonl")
+PARTIAL = "partial"  # a stopped run's resumable state, under its record directory
+# How a run ends when the sweep is stopped: not started (None), saved and stopped by SIGTERM
+# (run.py exits 143), or killed by it before its handler was installed.
+STOPPED = (None, 143, -signal.SIGTERM)
+
+
+def _remove(tree: str, trash: str) -> None:
+    """Delete `tree` after renaming it to `trash` (cleared first): a kill never leaves it
+    half-deleted under its own name."""
+    shutil.rmtree(trash, ignore_errors=True)
+    os.rename(tree, trash)
+    shutil.rmtree(trash)
 
 
 def record_run(run_dir: str, record_dir: str) -> None:
@@ -189,66 +201,63 @@ def record_run(run_dir: str, record_dir: str) -> None:
             atomic_write_text(os.path.join(record_dir, name), f.read())
 
 
-PARTIAL = "partial"  # a stopped run's resumable state, under its record directory
-# How a run ends when the sweep is stopped: not started (None), saved and stopped by SIGTERM
-# (run.py exits 143), or killed by it before its handler was installed.
-STOPPED = (None, 143, -signal.SIGTERM)
-
-
-def latest_checkpoint(run_dir: str) -> int | None:
-    """The step of the run's latest complete checkpoint (orbax names it by its step only
-    once committed), or None."""
+def checkpoint_steps(run_dir: str) -> set[int]:
+    """The steps of the run's complete checkpoints (orbax names one by its step only once
+    committed)."""
     directory = os.path.join(run_dir, "checkpoints")
-    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(
-        directory) else []
-    return max(steps, default=None)
+    return {int(d) for d in os.listdir(directory) if d.isdigit()} if os.path.isdir(
+        directory) else set()
 
 
-def _copy_resumable(source: str, target: str, step: int) -> None:
-    """`target` := the RECORDED files of run directory `source` and its checkpoint at `step`,
-    replaced whole: built beside `target`, then renamed into place."""
-    building = f"{target}.tmp-{os.getpid()}"
-    shutil.rmtree(building, ignore_errors=True)
-    os.makedirs(os.path.join(building, "checkpoints"))
+def _copy_resumable(source: str, target: str, steps: set[int]) -> None:
+    """Copy run directory `source`'s RECORDED files, then those of its checkpoints at `steps`
+    that `target` lacks, into `target`. Each is written under a temporary name and renamed
+    into place, the checkpoints last: a kill leaves nothing half-written under its name, at
+    worst metrics ahead of the latest checkpoint (which resuming from it cuts back)."""
+    os.makedirs(os.path.join(target, "checkpoints"), exist_ok=True)
     for name in RECORDED:
-        shutil.copy2(os.path.join(source, name), building)
-    shutil.copytree(os.path.join(source, "checkpoints", str(step)),
-                    os.path.join(building, "checkpoints", str(step)))
-    old = f"{target}.old"
-    if os.path.isdir(target):
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(target, old)
-    os.rename(building, target)
-    shutil.rmtree(old, ignore_errors=True)
+        with open(os.path.join(source, name)) as f:
+            atomic_write_text(os.path.join(target, name), f.read())
+    building = os.path.join(target, "checkpoints.tmp")
+    shutil.rmtree(building, ignore_errors=True)  # left by a kill
+    for step in sorted(steps - checkpoint_steps(target)):  # the latest last
+        shutil.copytree(os.path.join(source, "checkpoints", str(step)), building)
+        os.rename(building, os.path.join(target, "checkpoints", str(step)))
 
 
 def park_run(run_dir: str, record_dir: str) -> int | None:
-    """Keep a stopped run's latest checkpoint, config and metrics in `record_dir/partial`;
-    the checkpoint's step, or None when the run has none past step 0 (nothing to keep)."""
-    step = latest_checkpoint(run_dir)
+    """Keep a stopped run's config, metrics, latest checkpoint and the checkpoints up to it
+    that its config keeps (`keep_steps`: where its decayed branches start) in
+    `record_dir/partial`; the latest checkpoint's step, or None when the run has none past
+    step 0 (nothing to keep)."""
+    saved = checkpoint_steps(run_dir)
+    step = max(saved, default=None)
     if not step:
         return None
-    _copy_resumable(run_dir, os.path.join(record_dir, PARTIAL), step)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        steps = {step} | (saved & set(json.load(f)["keep_steps"]))
+    parked = os.path.join(record_dir, PARTIAL)
+    _copy_resumable(run_dir, parked, steps)
+    for stale in checkpoint_steps(parked) - steps:  # an earlier park's latest
+        _remove(os.path.join(parked, "checkpoints", str(stale)),
+                os.path.join(parked, "checkpoints.tmp"))
     return step
 
 
 def restore_parked(record_dir: str, run_dir: str, config: dict) -> int | None:
     """Start `run_dir` from its parked state in `record_dir` when that is further on than
-    the run directory's own checkpoint; the step it resumes from, or None."""
+    the run directory's own checkpoints (every parked checkpoint the run directory lacks
+    is copied); the step it resumes from, or None."""
     parked = os.path.join(record_dir, PARTIAL)
-    step = latest_checkpoint(parked)
-    if step is None or step <= (latest_checkpoint(run_dir) or 0):
+    steps = checkpoint_steps(parked)
+    step = max(steps, default=None)
+    if step is None or step <= max(checkpoint_steps(run_dir), default=0):
         return None
     difference = config_difference(parked, config)
     if difference:
         raise ValueError(f"the parked run {parked} was made with a different config "
                          f"({difference}); delete it to start the point afresh.")
-    shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
-    os.makedirs(os.path.join(run_dir, "checkpoints"))
-    shutil.copytree(os.path.join(parked, "checkpoints", str(step)),
-                    os.path.join(run_dir, "checkpoints", str(step)))
-    for name in RECORDED:
-        shutil.copy2(os.path.join(parked, name), run_dir)
+    _copy_resumable(parked, run_dir, steps)
     return step
 
 

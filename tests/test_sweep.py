@@ -313,6 +313,69 @@ def test_select_and_prepare_runs_with_a_record(tmp_path):
         sweep.prepare_runs([("c", run, None)], str(sweep_dir), str(record))
 
 
+def _fake_checkpoints(run_dir, steps):
+    for step in steps:
+        (run_dir / "checkpoints" / str(step)).mkdir(parents=True)
+        (run_dir / "checkpoints" / str(step) / "state").write_text(f"state at {step}")
+
+
+class Killed(Exception):
+    pass
+
+
+def _killed_copytree(source, target, **_):
+    os.makedirs(target)
+    raise Killed
+
+
+def test_parking_keeps_branch_checkpoints_and_a_kill_loses_nothing(tmp_path, monkeypatch):
+    """A parked run keeps its latest checkpoint and the kept ones before it (its branches
+    start there); a restore adds every parked checkpoint the run directory lacks and keeps
+    its own. A kill while parking or restoring leaves no half-copied checkpoint under a
+    step's name (nor debris once the next park or restore is done), and the next one
+    completes the copy."""
+    sweep = _sweep_module()
+    config = {**json.loads(sweep.config_lib.base_config().to_json()), "steps": 20,
+              "keep_steps": [6]}
+    run, record = tmp_path / "run", tmp_path / "record"
+    parked = record / "partial"
+    _fake_run(run, config, 12)
+    _fake_checkpoints(run, (0, 6, 10, 12))
+    assert sweep.park_run(str(run), str(record)) == 12
+    assert sweep.checkpoint_steps(str(parked)) == {6, 12}
+
+    here = tmp_path / "here"  # has the branch checkpoint at 6, not its parent's progress
+    _fake_checkpoints(here, (0, 6))
+    assert sweep.restore_parked(str(record), str(here), config) == 12
+    assert sweep.checkpoint_steps(str(here)) == {0, 6, 12}
+
+    fresh = tmp_path / "fresh"  # a new machine
+    with monkeypatch.context() as m:
+        m.setattr(sweep.shutil, "copytree", _killed_copytree)
+        with pytest.raises(Killed):
+            sweep.restore_parked(str(record), str(fresh), config)
+    assert sweep.checkpoint_steps(str(fresh)) == set()
+    assert sweep.restore_parked(str(record), str(fresh), config) == 12  # restored again
+    assert sweep.checkpoint_steps(str(fresh)) == {6, 12}
+    assert (fresh / "checkpoints" / "12" / "state").read_text() == "state at 12"
+    assert (fresh / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    assert sorted(os.listdir(fresh)) == ["checkpoints", "config.json", "metrics.jsonl"]
+
+    _fake_run(fresh, config, 16)  # goes on to step 16, where it is parked again
+    _fake_checkpoints(fresh, (16,))
+    with monkeypatch.context() as m:  # the park killed, in an earlier sweep process
+        m.setattr(sweep.shutil, "copytree", _killed_copytree)
+        m.setattr(sweep.os, "getpid", lambda: 1)
+        with pytest.raises(Killed):
+            sweep.park_run(str(fresh), str(record))
+    assert sweep.checkpoint_steps(str(parked)) == {6, 12}
+    assert (parked / "checkpoints" / "12" / "state").read_text() == "state at 12"
+    assert sweep.park_run(str(fresh), str(record)) == 16
+    assert sweep.checkpoint_steps(str(parked)) == {6, 16}  # the earlier latest is dropped
+    assert os.listdir(record) == ["partial"]
+    assert sorted(os.listdir(parked)) == ["checkpoints", "config.json", "metrics.jsonl"]
+
+
 def test_sigterm_parks_running_runs_and_a_fresh_sweep_resumes_them_bitwise(tmp_path):
     """SIGTERM to a local sweep's process group: the running run saves and stops, its
     checkpoint is kept under the record directory, and a sweep in a new directory (a new

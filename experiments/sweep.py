@@ -194,11 +194,15 @@ def _remove(tree: str, trash: str) -> None:
 
 
 def record_run(run_dir: str, record_dir: str) -> None:
-    """Copy a finished run's RECORDED files to `record_dir` (each written atomically)."""
+    """Copy a finished run's RECORDED files to `record_dir` (each written atomically) and
+    drop its parked state there, if any."""
     os.makedirs(record_dir, exist_ok=True)
     for name in RECORDED:
         with open(os.path.join(run_dir, name)) as f:
             atomic_write_text(os.path.join(record_dir, name), f.read())
+    parked = os.path.join(record_dir, PARTIAL)
+    if os.path.isdir(parked):
+        _remove(parked, f"{parked}.tmp")
 
 
 def checkpoint_steps(run_dir: str) -> set[int]:
@@ -466,7 +470,6 @@ def main(_):
                 index[name]["status"] = "done" if ok else "failed"
                 if ok and FLAGS.record_dir:
                     record_run(run_dir(name), record(name))
-                    shutil.rmtree(os.path.join(record(name), PARTIAL), ignore_errors=True)
                 branches = children.get(name, [])
                 if ok:
                     pending.update({launch(b): b for b in branches})

@@ -304,8 +304,10 @@ def test_select_and_prepare_runs_with_a_record(tmp_path):
         assert (sweep_dir / "runs" / name / "metrics.jsonl").read_text() == (
             record / "runs" / name / "metrics.jsonl").read_text()
     _fake_run(sweep_dir / "runs" / "b", {**run, "seed": 2}, 4)  # finished here: recorded
+    _fake_run(record / "runs" / "b" / "partial", {**run, "seed": 2}, 4)  # parked at its end
     assert sweep.prepare_runs(points, str(sweep_dir), str(record))["b"]["status"] == "done"
     assert (record / "runs" / "b" / "metrics.jsonl").read_text().count("\n") == 4
+    assert not (record / "runs" / "b" / "partial").exists()  # the parked state is dropped
 
     _fake_run(record / "runs" / "c", {**run, "steps": 3}, 3)
     with pytest.raises(ValueError, match=r"the record .*c was made with a different config "

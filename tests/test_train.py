@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from scion_jax.data import make_eval_batches
-from scion_jax.train import base_config, train
+from scion_jax.train import base_config, train, trainer
 from scion_jax.train.config import eval_batch_count, validate
 from scion_jax.train.metrics import norm_log_device, read_rows
 
@@ -229,6 +229,14 @@ def test_sigterm_saves_and_exits(corpus, tmp_path):
     assert proc.wait(timeout=120) == 143
     saved = max(int(s) for s in os.listdir(tmp_path / "run" / "checkpoints") if s.isdigit())
     assert 3 <= saved < 400 and read_rows(str(metrics))[-1]["step"] == saved
+
+
+def test_sigterm_in_the_last_step_finishes_the_run(corpus, tmp_path, monkeypatch):
+    """A stop asked for in the final step: the run has finished, it is not preempted."""
+    monkeypatch.setattr(trainer.Preemption, "stop", lambda self: True)  # SIGTERM in each step
+    row = train(tiny_config(corpus, steps=1), str(tmp_path))
+    assert row["step"] == 1 and "preempted" not in row
+    assert _steps_saved(tmp_path) == [0, 1]
 
 
 def test_corrupt_latest_checkpoint_resumes_from_previous(corpus, tmp_path, caplog):

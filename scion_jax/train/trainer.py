@@ -414,7 +414,7 @@ def _train(
             norm = step % config.norm_every == 0 or step == config.steps
             prev = copy_params(state["params"]) if norm and config.norm_updates else None
             state, metrics = train_step(state, batch)
-            stop = preemption.stop()
+            stop = preemption.stop() and step < config.steps  # in the last step: finished
             log = step % config.log_every == 0 or step == config.steps
             evaluate_now = step % config.eval_every == 0 or step == config.steps
             save = step % config.checkpoint_every == 0 or step == config.steps or step in keep_steps

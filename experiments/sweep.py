@@ -359,8 +359,11 @@ def core_sets(workers: int, cpus_per_run: int) -> list[set[int]]:
     return [set(cpus[i * cpus_per_run : (i + 1) * cpus_per_run]) for i in range(workers)]
 
 
-def _run_local(run_dir: str, free_cores: queue.Queue | None, stopping: threading.Event):
-    """The run's exit code; None if the sweep was stopped before it started."""
+def _run_local(
+    run_dir: str, free_cores: queue.Queue | None, stopping: threading.Event, running: set
+):
+    """The run's exit code; None if the sweep was stopped before it started. While it runs,
+    its Popen is in `running`."""
     if stopping.is_set():
         return None
     env = {
@@ -377,9 +380,13 @@ def _run_local(run_dir: str, free_cores: queue.Queue | None, stopping: threading
                 stderr=subprocess.STDOUT,
                 preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
             )
-            if stopping.is_set():  # started as the group was signalled: it may have missed it
+            running.add(run)
+            if stopping.is_set():  # started as the sweep was stopped: the stop missed it
                 run.terminate()
-            return run.wait()
+            try:
+                return run.wait()
+            finally:
+                running.discard(run)
     finally:
         if cores:
             free_cores.put(cores)
@@ -450,14 +457,21 @@ def main(_):
         for cores in core_sets(FLAGS.workers, FLAGS.cpus_per_run):
             free_cores.put(cores)
     failed, parked = [], []
-    # SIGTERM (sent to the whole process group, so the runs get it too): start nothing new.
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # SIGTERM (to the sweep or its whole process group): start nothing new, and pass it on
+    # to the running runs.
+    stopping, running = threading.Event(), set()
+
+    def stop(*_):
+        stopping.set()
+        for run in list(running):
+            run.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
     with (
         concurrent.futures.ThreadPoolExecutor(FLAGS.workers) as pool,
         tqdm(total=n_todo, unit="run", desc="sweep") as bar,
     ):
-        launch = lambda name: pool.submit(_run_local, run_dir(name), free_cores, stopping)
+        launch = lambda name: pool.submit(_run_local, run_dir(name), free_cores, stopping, running)
         # A finished run's branches start now; the others' when it finishes.
         ready = todo + [b for p, bs in children.items() if index[p]["status"] == "done" for b in bs]
         pending = {launch(n): n for n in ready}

@@ -379,9 +379,10 @@ def test_parking_keeps_branch_checkpoints_and_a_kill_loses_nothing(tmp_path, mon
 
 
 def test_sigterm_parks_running_runs_and_a_fresh_sweep_resumes_them_bitwise(tmp_path):
-    """SIGTERM to a local sweep's process group: the running run saves and stops, its
-    checkpoint is kept under the record directory, and a sweep in a new directory (a new
-    machine) resumes it to the uninterrupted run's metrics, bit for bit."""
+    """SIGTERM to a local sweep (to its process only: the sweep passes it on; a group
+    signal reaches the runs anyway): the running run saves and stops, its checkpoint is
+    kept under the record directory, and a sweep in a new directory (a new machine)
+    resumes it to the uninterrupted run's metrics, bit for bit."""
     corpus = _corpus(tmp_path)
     config_path = tmp_path / "sweep_config.py"
     config_path.write_text(
@@ -402,7 +403,7 @@ def test_sigterm_parks_running_runs_and_a_fresh_sweep_resumes_them_bitwise(tmp_p
         while not any(r["step"] >= 40 for r in read_rows(str(metrics))):
             assert time.monotonic() < deadline and first.poll() is None
             time.sleep(0.2)
-        os.killpg(first.pid, signal.SIGTERM)
+        first.send_signal(signal.SIGTERM)
         out, _ = first.communicate(timeout=120)
     finally:
         if first.poll() is None:

@@ -239,6 +239,11 @@ def test_sigterm_in_the_last_step_finishes_the_run(corpus, tmp_path, monkeypatch
     assert _steps_saved(tmp_path) == [0, 1]
 
 
+def test_fail_together_needs_jax_distributed():
+    with pytest.raises(RuntimeError, match=r"needs jax.distributed.initialize\(\)"):
+        trainer._FailTogether()  # this process has no jax.distributed client
+
+
 def test_corrupt_latest_checkpoint_resumes_from_previous(corpus, tmp_path, caplog):
     train(tiny_config(corpus, steps=20), str(tmp_path))
     latest = tmp_path / "checkpoints" / "20" / "state"

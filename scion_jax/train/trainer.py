@@ -246,6 +246,8 @@ class _FailTogether:
         from jax._src import distributed
 
         self._client = distributed.global_state.client
+        if self._client is None:
+            raise RuntimeError("A multi-process run needs jax.distributed.initialize() first.")
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 

@@ -358,7 +358,7 @@ def _train(
 
     eval_sets = {"eval_loss": held_out(config_lib.eval_batch_count(config))}
     if config.eval_spread_sequences:
-        spread_batches = config.eval_spread_sequences // config.batch_size
+        spread_batches = config_lib.eval_batch_count(config, "eval_spread_sequences")
         eval_sets["eval_spread_loss"] = held_out(spread_batches, spread=True)
     keep_steps = tuple(config.keep_steps)
     checkpoints = Checkpoints(

@@ -448,6 +448,15 @@ def test_two_process_run_stops_together_and_resumes_exactly(corpus, tmp_path):
     assert "another one failed (process 1: OSError: injected" in _pair_logs(run)
     assert _steps_saved(run)[-1] == 20
 
+    procs = _start_pair(config, run, fault_rank=0)  # and on rank 0, the coordinator
+    _wait_for_step(run, 24, procs)  # past the steps logged before rank 1's error
+    procs[0].send_signal(signal.SIGUSR1)
+    start = time.time()
+    assert _finish_pair(procs, run) == [1, 1], _pair_logs(run)
+    assert time.time() - start < 30
+    assert "another one failed (process 0: OSError: injected" in _pair_logs(run)
+    assert _steps_saved(run)[-1] == 20
+
     assert _finish_pair(_start_pair(config, run), run) == [0, 0], _pair_logs(run)
     step_full, params_full = _final_params(full)
     step_run, params_run = _final_params(run)

@@ -20,12 +20,13 @@ atomically by this process only) records every point and its status. `--only` ru
 of the points. `--record_dir` keeps every finished run's `config.json` and `metrics.jsonl`
 (what the analysis reads; no checkpoints) in a second directory laid out like the sweep
 directory, e.g. one under version control: a sweep started on a fresh machine restores its
-finished runs from there instead of running them again. SIGTERM to the local sweep's process
-group parks it: every running run saves a checkpoint and stops, no new run starts, and with
-`--record_dir` each stopped run's latest checkpoint, config and metrics are kept in
-`<record_dir>/runs/<name>/partial/` (≈ 1 MB at d 64), from which a sweep on another machine
-resumes the run bit for bit. Locally a branch
-starts as soon as its constant-LR run finishes; in batch modes the branches are a second
+finished runs from there instead of running them again. SIGTERM to the local sweep (or its
+process group) parks it: every running run saves a checkpoint and stops, no new run starts,
+and with `--record_dir` each stopped run's config, metrics, latest checkpoint and the
+checkpoints before it that its decayed branches start from are kept in
+`<record_dir>/runs/<name>/partial/` (≈ 1 MB per checkpoint at d 64), from which a sweep on
+another machine resumes the run bit for bit. Locally a branch starts as soon as its
+constant-LR run finishes; in batch modes the branches are a second
 command list / job array that waits for the first (`submit.sh`).
 """
 
@@ -67,7 +68,9 @@ flags.DEFINE_string(
     None,
     "Keep each finished run's config.json and metrics.jsonl in <record_dir>/runs/<name>/, and "
     "restore finished runs from there (e.g. a directory under version control). In the batch "
-    "modes runs are recorded by the next call of this command.",
+    "modes runs are recorded by the next call of this command. Local runs stopped by SIGTERM "
+    "are parked in <record_dir>/runs/<name>/partial/ (config, metrics, latest checkpoint and "
+    "the kept ones before it), from which a later sweep resumes them.",
 )
 flags.DEFINE_enum(
     "mode",

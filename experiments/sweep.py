@@ -20,12 +20,13 @@ atomically by this process only) records every point and its status. `--only` ru
 of the points. `--record_dir` keeps every finished run's `config.json` and `metrics.jsonl`
 (what the analysis reads; no checkpoints) in a second directory laid out like the sweep
 directory, e.g. one under version control: a sweep started on a fresh machine restores its
-finished runs from there instead of running them again. SIGTERM to the local sweep's process
-group parks it: every running run saves a checkpoint and stops, no new run starts, and with
-`--record_dir` each stopped run's latest checkpoint, config and metrics are kept in
-`<record_dir>/runs/<name>/partial/` (≈ 1 MB at d 64), from which a sweep on another machine
-resumes the run bit for bit. Locally a branch
-starts as soon as its constant-LR run finishes; in batch modes the branches are a second
+finished runs from there instead of running them again. SIGTERM to the local sweep (or its
+process group) parks it: every running run saves a checkpoint and stops, no new run starts,
+and with `--record_dir` each stopped run's config, metrics, latest checkpoint and the
+checkpoints before it that its decayed branches start from are kept in
+`<record_dir>/runs/<name>/partial/` (≈ 1 MB per checkpoint at d 64), from which a sweep on
+another machine resumes the run bit for bit. Locally a branch starts as soon as its
+constant-LR run finishes; in batch modes the branches are a second
 command list / job array that waits for the first (`submit.sh`).
 """
 
@@ -67,7 +68,9 @@ flags.DEFINE_string(
     None,
     "Keep each finished run's config.json and metrics.jsonl in <record_dir>/runs/<name>/, and "
     "restore finished runs from there (e.g. a directory under version control). In the batch "
-    "modes runs are recorded by the next call of this command.",
+    "modes runs are recorded by the next call of this command. Local runs stopped by SIGTERM "
+    "are parked in <record_dir>/runs/<name>/partial/ (config, metrics, latest checkpoint and "
+    "the kept ones before it), from which a later sweep resumes them.",
 )
 flags.DEFINE_enum(
     "mode",
@@ -179,76 +182,89 @@ def is_finished(run_dir: str, steps: int) -> bool:
 
 
 RECORDED = ("config.json", "metrics.jsonl")
-
-
-def record_run(run_dir: str, record_dir: str) -> None:
-    """Copy a finished run's RECORDED files to `record_dir` (each written atomically)."""
-    os.makedirs(record_dir, exist_ok=True)
-    for name in RECORDED:
-        with open(os.path.join(run_dir, name)) as f:
-            atomic_write_text(os.path.join(record_dir, name), f.read())
-
-
 PARTIAL = "partial"  # a stopped run's resumable state, under its record directory
 # How a run ends when the sweep is stopped: not started (None), saved and stopped by SIGTERM
 # (run.py exits 143), or killed by it before its handler was installed.
 STOPPED = (None, 143, -signal.SIGTERM)
 
 
-def latest_checkpoint(run_dir: str) -> int | None:
-    """The step of the run's latest complete checkpoint (orbax names it by its step only
-    once committed), or None."""
-    directory = os.path.join(run_dir, "checkpoints")
-    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(
-        directory) else []
-    return max(steps, default=None)
+def _remove(tree: str, trash: str) -> None:
+    """Delete `tree` after renaming it to `trash` (cleared first): a kill never leaves it
+    half-deleted under its own name."""
+    shutil.rmtree(trash, ignore_errors=True)
+    os.rename(tree, trash)
+    shutil.rmtree(trash)
 
 
-def _copy_resumable(source: str, target: str, step: int) -> None:
-    """`target` := the RECORDED files of run directory `source` and its checkpoint at `step`,
-    replaced whole: built beside `target`, then renamed into place."""
-    building = f"{target}.tmp-{os.getpid()}"
-    shutil.rmtree(building, ignore_errors=True)
-    os.makedirs(os.path.join(building, "checkpoints"))
+def record_run(run_dir: str, record_dir: str) -> None:
+    """Copy a finished run's RECORDED files to `record_dir` (each written atomically) and
+    drop its parked state there, if any."""
+    os.makedirs(record_dir, exist_ok=True)
     for name in RECORDED:
-        shutil.copy2(os.path.join(source, name), building)
-    shutil.copytree(os.path.join(source, "checkpoints", str(step)),
-                    os.path.join(building, "checkpoints", str(step)))
-    old = f"{target}.old"
-    if os.path.isdir(target):
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(target, old)
-    os.rename(building, target)
-    shutil.rmtree(old, ignore_errors=True)
+        with open(os.path.join(run_dir, name)) as f:
+            atomic_write_text(os.path.join(record_dir, name), f.read())
+    parked = os.path.join(record_dir, PARTIAL)
+    if os.path.isdir(parked):
+        _remove(parked, f"{parked}.tmp")
+
+
+def checkpoint_steps(run_dir: str) -> set[int]:
+    """The steps of the run's complete checkpoints (orbax names one by its step only once
+    committed)."""
+    directory = os.path.join(run_dir, "checkpoints")
+    return {int(d) for d in os.listdir(directory) if d.isdigit()} if os.path.isdir(
+        directory) else set()
+
+
+def _copy_resumable(source: str, target: str, steps: set[int]) -> None:
+    """Copy run directory `source`'s RECORDED files, then those of its checkpoints at `steps`
+    that `target` lacks, into `target`. Each is written under a temporary name and renamed
+    into place, the checkpoints last: a kill leaves nothing half-written under its name, at
+    worst metrics ahead of the latest checkpoint (which resuming from it cuts back)."""
+    os.makedirs(os.path.join(target, "checkpoints"), exist_ok=True)
+    for name in RECORDED:
+        with open(os.path.join(source, name)) as f:
+            atomic_write_text(os.path.join(target, name), f.read())
+    building = os.path.join(target, "checkpoints.tmp")
+    shutil.rmtree(building, ignore_errors=True)  # left by a kill
+    for step in sorted(steps - checkpoint_steps(target)):  # the latest last
+        shutil.copytree(os.path.join(source, "checkpoints", str(step)), building)
+        os.rename(building, os.path.join(target, "checkpoints", str(step)))
 
 
 def park_run(run_dir: str, record_dir: str) -> int | None:
-    """Keep a stopped run's latest checkpoint, config and metrics in `record_dir/partial`;
-    the checkpoint's step, or None when the run has none past step 0 (nothing to keep)."""
-    step = latest_checkpoint(run_dir)
+    """Keep a stopped run's config, metrics, latest checkpoint and the checkpoints up to it
+    that its config keeps (`keep_steps`: where its decayed branches start) in
+    `record_dir/partial`; the latest checkpoint's step, or None when the run has none past
+    step 0 (nothing to keep)."""
+    saved = checkpoint_steps(run_dir)
+    step = max(saved, default=None)
     if not step:
         return None
-    _copy_resumable(run_dir, os.path.join(record_dir, PARTIAL), step)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        steps = {step} | (saved & set(json.load(f)["keep_steps"]))
+    parked = os.path.join(record_dir, PARTIAL)
+    _copy_resumable(run_dir, parked, steps)
+    for stale in checkpoint_steps(parked) - steps:  # an earlier park's latest
+        _remove(os.path.join(parked, "checkpoints", str(stale)),
+                os.path.join(parked, "checkpoints.tmp"))
     return step
 
 
 def restore_parked(record_dir: str, run_dir: str, config: dict) -> int | None:
     """Start `run_dir` from its parked state in `record_dir` when that is further on than
-    the run directory's own checkpoint; the step it resumes from, or None."""
+    the run directory's own checkpoints (every parked checkpoint the run directory lacks
+    is copied); the step it resumes from, or None."""
     parked = os.path.join(record_dir, PARTIAL)
-    step = latest_checkpoint(parked)
-    if step is None or step <= (latest_checkpoint(run_dir) or 0):
+    steps = checkpoint_steps(parked)
+    step = max(steps, default=None)
+    if step is None or step <= max(checkpoint_steps(run_dir), default=0):
         return None
     difference = config_difference(parked, config)
     if difference:
         raise ValueError(f"the parked run {parked} was made with a different config "
                          f"({difference}); delete it to start the point afresh.")
-    shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
-    os.makedirs(os.path.join(run_dir, "checkpoints"))
-    shutil.copytree(os.path.join(parked, "checkpoints", str(step)),
-                    os.path.join(run_dir, "checkpoints", str(step)))
-    for name in RECORDED:
-        shutil.copy2(os.path.join(parked, name), run_dir)
+    _copy_resumable(parked, run_dir, steps)
     return step
 
 
@@ -346,8 +362,11 @@ def core_sets(workers: int, cpus_per_run: int) -> list[set[int]]:
     return [set(cpus[i * cpus_per_run : (i + 1) * cpus_per_run]) for i in range(workers)]
 
 
-def _run_local(run_dir: str, free_cores: queue.Queue | None, stopping: threading.Event):
-    """The run's exit code; None if the sweep was stopped before it started."""
+def _run_local(
+    run_dir: str, free_cores: queue.Queue | None, stopping: threading.Event, running: set
+):
+    """The run's exit code; None if the sweep was stopped before it started. While it runs,
+    its Popen is in `running`."""
     if stopping.is_set():
         return None
     env = {
@@ -364,9 +383,13 @@ def _run_local(run_dir: str, free_cores: queue.Queue | None, stopping: threading
                 stderr=subprocess.STDOUT,
                 preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
             )
-            if stopping.is_set():  # started as the group was signalled: it may have missed it
+            running.add(run)
+            if stopping.is_set():  # started as the sweep was stopped: the stop missed it
                 run.terminate()
-            return run.wait()
+            try:
+                return run.wait()
+            finally:
+                running.discard(run)
     finally:
         if cores:
             free_cores.put(cores)
@@ -437,14 +460,21 @@ def main(_):
         for cores in core_sets(FLAGS.workers, FLAGS.cpus_per_run):
             free_cores.put(cores)
     failed, parked = [], []
-    # SIGTERM (sent to the whole process group, so the runs get it too): start nothing new.
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # SIGTERM (to the sweep or its whole process group): start nothing new, and pass it on
+    # to the running runs.
+    stopping, running = threading.Event(), set()
+
+    def stop(*_):
+        stopping.set()
+        for run in list(running):
+            run.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
     with (
         concurrent.futures.ThreadPoolExecutor(FLAGS.workers) as pool,
         tqdm(total=n_todo, unit="run", desc="sweep") as bar,
     ):
-        launch = lambda name: pool.submit(_run_local, run_dir(name), free_cores, stopping)
+        launch = lambda name: pool.submit(_run_local, run_dir(name), free_cores, stopping, running)
         # A finished run's branches start now; the others' when it finishes.
         ready = todo + [b for p, bs in children.items() if index[p]["status"] == "done" for b in bs]
         pending = {launch(n): n for n in ready}
@@ -457,7 +487,6 @@ def main(_):
                 index[name]["status"] = "done" if ok else "failed"
                 if ok and FLAGS.record_dir:
                     record_run(run_dir(name), record(name))
-                    shutil.rmtree(os.path.join(record(name), PARTIAL), ignore_errors=True)
                 branches = children.get(name, [])
                 if ok:
                     pending.update({launch(b): b for b in branches})

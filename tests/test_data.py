@@ -139,7 +139,8 @@ def test_spread_eval_set_draws_every_document_in_proportion(tmp_path):
     windows = np.stack([tokens[s : s + seq_len + 1] for s in starts])
     got = np.concatenate([np.concatenate([b["inputs"], b["targets"][:, -1:]], 1) for b in spread])
     np.testing.assert_array_equal(got, windows)
-    assert not np.array_equal(got, np.concatenate([b["inputs"] for b in first]))
+    inputs = lambda batches: np.concatenate([b["inputs"] for b in batches])
+    assert not np.array_equal(inputs(spread), inputs(first))
     ends = np.append(held.doc_offsets[1:], n * seq_len)
     for begin, end in zip(held.doc_offsets, ends, strict=True):
         in_doc = np.sum((starts >= begin) & (starts < end))

@@ -306,8 +306,10 @@ def test_select_and_prepare_runs_with_a_record(tmp_path):
         assert (sweep_dir / "runs" / name / "metrics.jsonl").read_text() == (
             record / "runs" / name / "metrics.jsonl").read_text()
     _fake_run(sweep_dir / "runs" / "b", {**run, "seed": 2}, 4)  # finished here: recorded
+    _fake_run(record / "runs" / "b" / "partial", {**run, "seed": 2}, 4)  # parked at its end
     assert sweep.prepare_runs(points, str(sweep_dir), str(record))["b"]["status"] == "done"
     assert (record / "runs" / "b" / "metrics.jsonl").read_text().count("\n") == 4
+    assert not (record / "runs" / "b" / "partial").exists()  # the parked state is dropped
 
     _fake_run(record / "runs" / "c", {**run, "steps": 3}, 3)
     with pytest.raises(ValueError, match=r"the record .*c was made with a different config "
@@ -315,10 +317,74 @@ def test_select_and_prepare_runs_with_a_record(tmp_path):
         sweep.prepare_runs([("c", run, None)], str(sweep_dir), str(record))
 
 
+def _fake_checkpoints(run_dir, steps):
+    for step in steps:
+        (run_dir / "checkpoints" / str(step)).mkdir(parents=True)
+        (run_dir / "checkpoints" / str(step) / "state").write_text(f"state at {step}")
+
+
+class Killed(Exception):
+    pass
+
+
+def _killed_copytree(source, target, **_):
+    os.makedirs(target)
+    raise Killed
+
+
+def test_parking_keeps_branch_checkpoints_and_a_kill_loses_nothing(tmp_path, monkeypatch):
+    """A parked run keeps its latest checkpoint and the kept ones before it (its branches
+    start there); a restore adds every parked checkpoint the run directory lacks and keeps
+    its own. A kill while parking or restoring leaves no half-copied checkpoint under a
+    step's name (nor debris once the next park or restore is done), and the next one
+    completes the copy."""
+    sweep = _sweep_module()
+    config = {**json.loads(sweep.config_lib.base_config().to_json()), "steps": 20,
+              "keep_steps": [6]}
+    run, record = tmp_path / "run", tmp_path / "record"
+    parked = record / "partial"
+    _fake_run(run, config, 12)
+    _fake_checkpoints(run, (0, 6, 10, 12))
+    assert sweep.park_run(str(run), str(record)) == 12
+    assert sweep.checkpoint_steps(str(parked)) == {6, 12}
+
+    here = tmp_path / "here"  # has the branch checkpoint at 6, not its parent's progress
+    _fake_checkpoints(here, (0, 6))
+    assert sweep.restore_parked(str(record), str(here), config) == 12
+    assert sweep.checkpoint_steps(str(here)) == {0, 6, 12}
+
+    fresh = tmp_path / "fresh"  # a new machine
+    with monkeypatch.context() as m:
+        m.setattr(sweep.shutil, "copytree", _killed_copytree)
+        with pytest.raises(Killed):
+            sweep.restore_parked(str(record), str(fresh), config)
+    assert sweep.checkpoint_steps(str(fresh)) == set()
+    assert sweep.restore_parked(str(record), str(fresh), config) == 12  # restored again
+    assert sweep.checkpoint_steps(str(fresh)) == {6, 12}
+    assert (fresh / "checkpoints" / "12" / "state").read_text() == "state at 12"
+    assert (fresh / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    assert sorted(os.listdir(fresh)) == ["checkpoints", "config.json", "metrics.jsonl"]
+
+    _fake_run(fresh, config, 16)  # goes on to step 16, where it is parked again
+    _fake_checkpoints(fresh, (16,))
+    with monkeypatch.context() as m:  # the park killed, in an earlier sweep process
+        m.setattr(sweep.shutil, "copytree", _killed_copytree)
+        m.setattr(sweep.os, "getpid", lambda: 1)
+        with pytest.raises(Killed):
+            sweep.park_run(str(fresh), str(record))
+    assert sweep.checkpoint_steps(str(parked)) == {6, 12}
+    assert (parked / "checkpoints" / "12" / "state").read_text() == "state at 12"
+    assert sweep.park_run(str(fresh), str(record)) == 16
+    assert sweep.checkpoint_steps(str(parked)) == {6, 16}  # the earlier latest is dropped
+    assert os.listdir(record) == ["partial"]
+    assert sorted(os.listdir(parked)) == ["checkpoints", "config.json", "metrics.jsonl"]
+
+
 def test_sigterm_parks_running_runs_and_a_fresh_sweep_resumes_them_bitwise(tmp_path):
-    """SIGTERM to a local sweep's process group: the running run saves and stops, its
-    checkpoint is kept under the record directory, and a sweep in a new directory (a new
-    machine) resumes it to the uninterrupted run's metrics, bit for bit."""
+    """SIGTERM to a local sweep (to its process only: the sweep passes it on; a group
+    signal reaches the runs anyway): the running run saves and stops, its checkpoint is
+    kept under the record directory, and a sweep in a new directory (a new machine)
+    resumes it to the uninterrupted run's metrics, bit for bit."""
     corpus = _corpus(tmp_path)
     config_path = tmp_path / "sweep_config.py"
     config_path.write_text(
@@ -339,7 +405,7 @@ def test_sigterm_parks_running_runs_and_a_fresh_sweep_resumes_them_bitwise(tmp_p
         while not any(r["step"] >= 40 for r in read_rows(str(metrics))):
             assert time.monotonic() < deadline and first.poll() is None
             time.sleep(0.2)
-        os.killpg(first.pid, signal.SIGTERM)
+        first.send_signal(signal.SIGTERM)
         out, _ = first.communicate(timeout=120)
     finally:
         if first.poll() is None:

@@ -17,7 +17,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from scion_jax.data import make_eval_batches
-from scion_jax.train import base_config, train
+from scion_jax.train import base_config, train, trainer
 from scion_jax.train.config import eval_batch_count, validate
 from scion_jax.train.metrics import norm_log_device, read_rows
 
@@ -231,6 +231,19 @@ def test_sigterm_saves_and_exits(corpus, tmp_path):
     assert 3 <= saved < 400 and read_rows(str(metrics))[-1]["step"] == saved
 
 
+def test_sigterm_in_the_last_step_finishes_the_run(corpus, tmp_path, monkeypatch):
+    """A stop asked for in the final step: the run has finished, it is not preempted."""
+    monkeypatch.setattr(trainer.Preemption, "stop", lambda self: True)  # SIGTERM in each step
+    row = train(tiny_config(corpus, steps=1), str(tmp_path))
+    assert row["step"] == 1 and "preempted" not in row
+    assert _steps_saved(tmp_path) == [0, 1]
+
+
+def test_fail_together_needs_jax_distributed():
+    with pytest.raises(RuntimeError, match=r"needs jax.distributed.initialize\(\)"):
+        trainer._FailTogether()  # this process has no jax.distributed client
+
+
 def test_corrupt_latest_checkpoint_resumes_from_previous(corpus, tmp_path, caplog):
     train(tiny_config(corpus, steps=20), str(tmp_path))
     latest = tmp_path / "checkpoints" / "20" / "state"
@@ -433,6 +446,15 @@ def test_two_process_run_stops_together_and_resumes_exactly(corpus, tmp_path):
     assert _finish_pair(procs, run) == [1, 1], _pair_logs(run)
     assert time.time() - start < 30
     assert "another one failed (process 1: OSError: injected" in _pair_logs(run)
+    assert _steps_saved(run)[-1] == 20
+
+    procs = _start_pair(config, run, fault_rank=0)  # and on rank 0, the coordinator
+    _wait_for_step(run, 24, procs)  # past the steps logged before rank 1's error
+    procs[0].send_signal(signal.SIGUSR1)
+    start = time.time()
+    assert _finish_pair(procs, run) == [1, 1], _pair_logs(run)
+    assert time.time() - start < 30
+    assert "another one failed (process 0: OSError: injected" in _pair_logs(run)
     assert _steps_saved(run)[-1] == 20
 
     assert _finish_pair(_start_pair(config, run), run) == [0, 0], _pair_logs(run)

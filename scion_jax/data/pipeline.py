@@ -226,13 +226,12 @@ def make_eval_batches(
             f"(eval_fraction={_get(data_cfg, 'eval_fraction')})."
         )
     n = num_sequences(corpus, seq_len)
-    if batch_size * num_batches > n:
+    count = batch_size * num_batches
+    if count > n:
         raise ValueError(
             f"Held-out split {corpus.name} has {n} sequences of {seq_len + 1} "
-            f"tokens; {num_batches} batches of {batch_size} need "
-            f"{batch_size * num_batches}."
+            f"tokens; {num_batches} batches of {batch_size} need {count}."
         )
-    count = batch_size * num_batches
     indices = np.arange(count) * n // count if spread else np.arange(count)
     return [
         gather_sequences(corpus.tokens, indices[i * batch_size : (i + 1) * batch_size], seq_len)

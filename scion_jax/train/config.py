@@ -119,10 +119,11 @@ def decay_start(steps: int, decay_fraction: float) -> int:
     return steps - round(decay_fraction * steps)
 
 
-def eval_batch_count(config: ml_collections.ConfigDict) -> int:
-    """Held-out batches per evaluation: `eval_sequences` / B when set (the same held-out
-    sequences for every batch size), else `eval_batches` batches of B."""
-    return config.eval_sequences // config.batch_size or config.eval_batches
+def eval_batch_count(config: ml_collections.ConfigDict, key: str = "eval_sequences") -> int:
+    """Held-out batches per evaluation of the set of `key` (`eval_sequences`, or
+    `eval_spread_sequences`): config[key] / B when set (the same held-out sequences for
+    every batch size), else `eval_batches` batches of B."""
+    return config[key] // config.batch_size or config.eval_batches
 
 
 def cpu_devices(config: ml_collections.ConfigDict, single_process: bool, cores=None) -> int:

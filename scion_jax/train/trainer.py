@@ -246,6 +246,8 @@ class _FailTogether:
         from jax._src import distributed
 
         self._client = distributed.global_state.client
+        if self._client is None:
+            raise RuntimeError("A multi-process run needs jax.distributed.initialize() first.")
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -356,7 +358,7 @@ def _train(
 
     eval_sets = {"eval_loss": held_out(config_lib.eval_batch_count(config))}
     if config.eval_spread_sequences:
-        spread_batches = config.eval_spread_sequences // config.batch_size
+        spread_batches = config_lib.eval_batch_count(config, "eval_spread_sequences")
         eval_sets["eval_spread_loss"] = held_out(spread_batches, spread=True)
     keep_steps = tuple(config.keep_steps)
     checkpoints = Checkpoints(
@@ -414,7 +416,7 @@ def _train(
             norm = step % config.norm_every == 0 or step == config.steps
             prev = copy_params(state["params"]) if norm and config.norm_updates else None
             state, metrics = train_step(state, batch)
-            stop = preemption.stop()
+            stop = preemption.stop() and step < config.steps  # in the last step: finished
             log = step % config.log_every == 0 or step == config.steps
             evaluate_now = step % config.eval_every == 0 or step == config.steps
             save = step % config.checkpoint_every == 0 or step == config.steps or step in keep_steps

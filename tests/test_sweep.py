@@ -130,16 +130,17 @@ def _sweep_module():
     return _load("sweep_under_test", os.path.join(ROOT, "experiments", "sweep.py"))
 
 
-def _plateau_record(tmp_path, best_log2_b=5.3, best_log2_lr=None):
-    """A finished seed-0 record of cpu_plateau's essential grid at 2^25 tokens, synthetic:
-    log2 norm x = 5 + log2 η + 0.3·log2 B and a held-out loss quadratic in x around each B's
-    optimum (through ln V at x = 0, as the fixed-c fit has it), whose loss* is quadratic in
-    log2 B around `best_log2_b`."""
-    best_log2_lr = best_log2_lr or {32: -2.7, 64: -1.8, 128: -1.4}
+def _plateau_record(tmp_path, best_log2_b=5.3, b16_offset=None):
+    """A finished seed-0 record of cpu_plateau's essential grid (and B 16's, its loss* moved
+    by `b16_offset`, unless None) at 2^25 tokens, synthetic: log2 norm
+    x = 5 + log2 η + 0.3·log2 B and a held-out loss quadratic in x around each B's optimum
+    (through ln V at x = 0, as the fixed-c fit has it), whose loss* is quadratic in log2 B
+    around `best_log2_b`."""
+    best_log2_lr = {16: -2.3, 32: -2.7, 64: -1.8, 128: -1.4}
     grid = _load("cpu_plateau", os.path.join(ROOT, "experiments", "configs", "sweeps",
                                              "cpu_plateau.py")).GRID
     record = tmp_path / "record"
-    for b in list(grid)[:-1]:
+    for b in list(grid)[:-1 if b16_offset is None else None]:
         for log2_lr in grid[b]:
             run = record / "runs" / f"bs={b}_lr={2**log2_lr:g}"
             run.mkdir(parents=True)
@@ -148,7 +149,7 @@ def _plateau_record(tmp_path, best_log2_b=5.3, best_log2_lr=None):
                 {"batch_size": b, "seq_len": 128, "steps": steps, "seed": 0,
                  "model": {"vocab_size": 256}, "optimizer": {"learning_rate": 2.0**log2_lr}}))
             x, x_best = (5 + lr + 0.3 * math.log2(b) for lr in (log2_lr, best_log2_lr[b]))
-            best = 1.4 + 0.05 * (math.log2(b) - best_log2_b) ** 2
+            best = 1.4 + 0.05 * (math.log2(b) - best_log2_b) ** 2 + (b16_offset if b == 16 else 0)
             loss = best + (math.log(256) - best) / x_best**2 * (x - x_best) ** 2
             run.joinpath("metrics.jsonl").write_text(json.dumps(
                 {"step": steps, "tokens": 2**25, "loss": loss, "eval_spread_loss": loss,
@@ -175,6 +176,27 @@ def test_plateau_seeds_are_placed_by_the_rule(tmp_path):
     (record / "runs" / "bs=64_lr=0.5" / "metrics.jsonl").unlink()
     with pytest.raises(ValueError, match=r"missing \(B, log2 η\): \[\(64, -1\.0\)\]"):
         seeds.place(str(record), grid)
+    # B 16 finished counts towards B*: 2^4.2 is bracketed, B 16's best two η are measured.
+    assert seeds.place(str(_plateau_record(tmp_path / "e", 4.2, b16_offset=0)), grid) == (
+        (16, -2.5), (16, -2.0), (32, -2.5), (32, -3.0))
+
+
+def test_plateau_width_check_is_placed_by_the_rule(tmp_path):
+    """cpu_plateau_width: d 128 at the grid B nearest B*(2^25), η at d 64's best there, half a
+    step below, half and one step above."""
+    directory = os.path.join(ROOT, "experiments", "configs", "sweeps")
+    width = _load("cpu_plateau_width", os.path.join(directory, "cpu_plateau_width.py"))
+    grid = _load("cpu_plateau", os.path.join(directory, "cpu_plateau.py")).GRID
+    assert width.place(str(_plateau_record(tmp_path / "a")), grid) == (
+        (32, -2.5), (32, -2.0), (32, -3.0), (32, -1.5))
+    # B 16 below the essentials' parabola: B* 2^4.23 with its runs in (2^4.7 without them).
+    assert width.place(str(_plateau_record(tmp_path / "c", 4.7, b16_offset=-0.05)), grid) == (
+        (16, -2.5), (16, -2.0), (16, -3.0), (16, -1.5))
+    config = width.get_config(str(_plateau_record(tmp_path / "b", 6.6)))
+    assert (config.base.model.d_model, config.base.model.n_heads) == (128, 2)
+    (keys, points), = config.grid
+    assert [p[:2] for p in points] == [(128, 2**-1.5), (128, 2**-1.0), (128, 2**-2.0),
+                                       (128, 2**-0.5)]
 
 
 def test_shipped_sweep_configs_give_valid_runs(tmp_path):
@@ -184,7 +206,8 @@ def test_shipped_sweep_configs_give_valid_runs(tmp_path):
     directory = os.path.join(ROOT, "experiments", "configs", "sweeps")
     names = sorted(f for f in os.listdir(directory) if f.endswith(".py"))
     assert "cpu_lr_batch.py" in names and "cpu_depth.py" in names
-    placed = {"cpu_plateau_seeds.py": (str(_plateau_record(tmp_path)),)}
+    record = (str(_plateau_record(tmp_path)),)
+    placed = {"cpu_plateau_seeds.py": record, "cpu_plateau_width.py": record}
     for name in names:
         module = _load(name[:-3], os.path.join(directory, name))
         points = sweep.points(module.get_config(*placed.get(name, ())))

@@ -5,8 +5,10 @@ Placed by a rule, from the recorded seed-0 grid (`cpu_plateau.py`'s record,
 config argument: `--config=.../cpu_plateau_seeds.py:<record_dir>`):
 - B*(2^25): the continuous B* (`transfer.b_star`: vertex of the parabola in log2 B through
   the per-B loss optima, held-out loss `eval_spread_loss` over the trailing 2^-0.25 window,
-  k = 7) of the essential B (all of `GRID` but its last B, 16, which runs after the seeds);
-  the discrete B* where the parabola has no vertex;
+  k = 7) of every B of `GRID` whose runs have all finished: the essential B (all but its last,
+  16) and B 16 once its runs are in (session 14 ran them before the seeds: the essentials'
+  lowest loss at 2^24 and 2^25 was at B 32, their smallest B, so B* needs B 16 to be
+  bracketed); the discrete B* where the parabola has no vertex;
 - the two B of `GRID` nearest it in log2 B (the smaller on a tie);
 - per B, the two η of lowest measured loss at 2^25 among its finished runs (its grid's first
   two, the middle ones, if it has none finished).
@@ -39,8 +41,8 @@ def _plateau():
     return module
 
 
-def place(record_dir: str, grid: dict[int, tuple]) -> tuple[tuple[int, float], ...]:
-    """((B, log2 η), ...) of the second seed, by the rule above, from the seed-0 record."""
+def read_end(record_dir: str, grid: dict[int, tuple]) -> tuple[list[dict], float]:
+    """(the seed-0 rows at 2^25 tokens, log2 B*(2^25)) from the record, by the rule above."""
     *essential, _ = grid
     log2_d = math.log2(_plateau().MAX_TOKENS)
     with warnings.catch_warnings():  # parked runs lie beside the finished
@@ -53,18 +55,31 @@ def place(record_dir: str, grid: dict[int, tuple]) -> tuple[tuple[int, float], .
     if missing:
         raise ValueError(f"{record_dir!r}: the seed-0 grid is unfinished at 2^{log2_d:g} "
                          f"tokens; missing (B, log2 η): {missing}")
-    essential_rows = [r for r in final if r[BATCH_KEY] in essential]
-    row = transfer.b_star(transfer.primary_optima(essential_rows, k=K, loss_key=LOSS_KEY))
+    complete = {b for b in grid if all((b, lr) in done for lr in grid[b])}
+    rows = [r for r in final if r[BATCH_KEY] in complete]
+    row = transfer.b_star(transfer.primary_optima(rows, k=K, loss_key=LOSS_KEY))
     centre = row["log2_b_star"] if math.isfinite(row["log2_b_star"]) else math.log2(row["b_star"])
     if not math.isfinite(centre):
         raise ValueError(f"{record_dir!r}: no B*(2^{log2_d:g}) ({row['b_edge']})")
-    nearest = sorted(grid, key=lambda b: (abs(math.log2(b) - centre), b))[:2]
-    points = []
-    for b in sorted(nearest):
-        runs = sorted((r for r in final if r[BATCH_KEY] == b), key=lambda r: r[LOSS_KEY])
-        lrs = [round(r["log2_lr"], 6) for r in runs[:2]] or list(grid[b][:2])
-        points += [(b, lr) for lr in lrs]
-    return tuple(points)
+    return final, centre
+
+
+def nearest(grid: dict[int, tuple], log2_b: float, n: int) -> list[int]:
+    """The n batch sizes of `grid` nearest log2_b in log2 B (the smaller on a tie), ascending."""
+    return sorted(sorted(grid, key=lambda b: (abs(math.log2(b) - log2_b), b))[:n])
+
+
+def best_lrs(final: list[dict], b: int, n: int) -> list[float]:
+    """The n log2 η of lowest measured loss among B's finished runs, best first."""
+    runs = sorted((r for r in final if r[BATCH_KEY] == b), key=lambda r: r[LOSS_KEY])
+    return [round(r["log2_lr"], 6) for r in runs[:n]]
+
+
+def place(record_dir: str, grid: dict[int, tuple]) -> tuple[tuple[int, float], ...]:
+    """((B, log2 η), ...) of the second seed, by the rule above, from the seed-0 record."""
+    final, centre = read_end(record_dir, grid)
+    return tuple((b, lr) for b in nearest(grid, centre, 2)
+                 for lr in best_lrs(final, b, 2) or grid[b][:2])
 
 
 def get_config(record_dir: str | None = None):

@@ -130,13 +130,13 @@ def _sweep_module():
     return _load("sweep_under_test", os.path.join(ROOT, "experiments", "sweep.py"))
 
 
-def _plateau_record(tmp_path, best_log2_b=5.3, b16_offset=None):
+def _plateau_record(tmp_path, best_log2_b=5.3, b16_offset=None, moved_lr=None):
     """A finished seed-0 record of cpu_plateau's essential grid (and B 16's, its loss* moved
     by `b16_offset`, unless None) at 2^25 tokens, synthetic: log2 norm
     x = 5 + log2 η + 0.3·log2 B and a held-out loss quadratic in x around each B's optimum
-    (through ln V at x = 0, as the fixed-c fit has it), whose loss* is quadratic in log2 B
-    around `best_log2_b`."""
-    best_log2_lr = {16: -2.3, 32: -2.7, 64: -1.8, 128: -1.4}
+    (log2 η* from `moved_lr` where it names B; through ln V at x = 0, as the fixed-c fit has
+    it), whose loss* is quadratic in log2 B around `best_log2_b`."""
+    best_log2_lr = {16: -2.3, 32: -2.7, 64: -1.8, 128: -1.4, **(moved_lr or {})}
     grid = _load("cpu_plateau", os.path.join(ROOT, "experiments", "configs", "sweeps",
                                              "cpu_plateau.py")).GRID
     record = tmp_path / "record"
@@ -179,6 +179,20 @@ def test_plateau_seeds_are_placed_by_the_rule(tmp_path):
     # B 16 finished counts towards B*: 2^4.2 is bracketed, B 16's best two η are measured.
     assert seeds.place(str(_plateau_record(tmp_path / "e", 4.2, b16_offset=0)), grid) == (
         (16, -2.5), (16, -2.0), (32, -2.5), (32, -3.0))
+
+
+def test_plateau_edge_extensions_name_the_next_eta_beyond_an_edge(tmp_path):
+    """cpu_plateau.edge_extensions: half a step beyond the grid's edge for each finished B
+    whose lowest loss at a deciding horizon is at that edge; B with unfinished runs wait."""
+    plateau = _load("cpu_plateau", os.path.join(ROOT, "experiments", "configs", "sweeps",
+                                                "cpu_plateau.py"))
+    grid = plateau.GRID
+    assert plateau.edge_extensions(str(_plateau_record(tmp_path / "a", b16_offset=0)), grid) == ()
+    # B 32's optimum below its grid (2^-3 … 2^-1.5), B 128's above (2^-2.5 … 2^-1).
+    record = _plateau_record(tmp_path / "b", moved_lr={32: -3.6, 128: -0.7})
+    assert plateau.edge_extensions(str(record), grid) == ((32, -3.5), (128, -0.5))
+    (record / "runs" / "bs=128_lr=0.5" / "metrics.jsonl").unlink()
+    assert plateau.edge_extensions(str(record), grid) == ((32, -3.5),)
 
 
 def test_plateau_width_check_is_placed_by_the_rule(tmp_path):

@@ -17,11 +17,20 @@ The η grid (2^0.5 apart, ≥ 4 per B) is placed from `cpu_horizon`'s per-B opti
 doubling of B) moved down by the per-B η* slope (≈ −0.1 … −0.3 per doubling of D). Points are
 in priority order: the essentials (B 32 / 64 / 128, each B's two middle η first), then B 16;
 the second seed is `cpu_plateau_seeds.py`, placed once these optima are read. Where an
-optimum lands on a grid edge, add that B's next η to `GRID`: finished runs keep their names.
+optimum lands on a grid edge, add that B's next η to `GRID` (finished runs keep their names):
+`edge_extensions` names them from the record, by the rule in its docstring
+(`python experiments/configs/sweeps/cpu_plateau.py [record_dir]` prints them).
 """
+
+import math
+import os
+import sys
+import warnings
 
 import ml_collections
 
+from scion_jax.analysis import transfer
+from scion_jax.analysis.collect import BATCH_KEY, SweepWarning, collect
 from scion_jax.train.config import cpu_study_config
 
 # log2 η per B, the two middle values first (a partial sweep brackets each optimum soonest).
@@ -29,11 +38,19 @@ GRID = {
     32: (-2.5, -2.0, -3.0, -1.5),
     64: (-2.0, -1.5, -2.5, -1.0),
     128: (-2.0, -1.5, -2.5, -1.0),
-    16: (-2.5, -3.0, -2.0),
+    16: (-2.5, -3.0, -2.0, -1.5),
 }
 MAX_TOKENS = 2**25
 EVAL_TOKENS = 2**19
 SEQ_LEN = cpu_study_config().seq_len
+# How REPORT.md's decision rule reads the study: held-out loss on the spread set over the
+# trailing 2^-0.25 window, per-B parabolas on the k = 7 runs nearest the lowest loss.
+LOSS_KEY = "eval_spread_loss"
+WINDOW_LOG2 = 0.25
+K = 7
+VERDICT_HORIZONS = 3  # the slope is read over the three longest horizons
+RECORD = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                      "results", "cpu_plateau", "sweeps", "cpu_plateau"))
 
 
 def point(b: int, log2_lr: float) -> tuple:
@@ -49,6 +66,36 @@ def points_by_priority(grid: dict[int, tuple]) -> tuple:
     rings = max(len(v) for v in grid.values())
     out = [point(b, grid[b][i]) for i in range(rings) for b in essential if i < len(grid[b])]
     return tuple(out + [point(last, lr) for lr in grid[last]])
+
+
+def seed0_rows(record_dir: str) -> list[dict]:
+    """Seed 0's rows of the record (every horizon of every run), read as the rule reads them."""
+    with warnings.catch_warnings():  # parked runs lie beside the finished
+        warnings.simplefilter("ignore", SweepWarning)
+        table = collect(record_dir, window_log2=WINDOW_LOG2)
+    return [r for r in table if r.get("seed", 0) == 0 and math.isfinite(r.get(LOSS_KEY, math.nan))]
+
+
+def finished_batches(rows: list[dict], grid: dict[int, tuple]) -> set[int]:
+    """The B of `grid` whose every η has reached MAX_TOKENS in `rows`."""
+    done = {(r[BATCH_KEY], round(r["log2_lr"], 6)) for r in rows
+            if r["log2_D"] == math.log2(MAX_TOKENS)}
+    return {b for b in grid if all((b, lr) in done for lr in grid[b])}
+
+
+def edge_extensions(record_dir: str, grid: dict[int, tuple]) -> tuple[tuple[int, float], ...]:
+    """((B, log2 η), ...) to add to `grid`: for each B whose runs have all finished, where its
+    lowest measured loss at one of the VERDICT_HORIZONS longest horizons is at the smallest
+    (largest) η of its grid (`Optimum.eta_edge`: such an optimum is left out of the verdict),
+    the η half a step below (above) that edge. Ascending; empty when no optimum is at an edge."""
+    rows = seed0_rows(record_dir)
+    done = finished_batches(rows, grid)
+    rows = [r for r in rows if r[BATCH_KEY] in done]
+    longest = sorted({r["log2_D"] for r in rows})[-VERDICT_HORIZONS:]
+    beyond = {"low": lambda b: min(grid[b]) - 0.5, "high": lambda b: max(grid[b]) + 0.5}
+    return tuple(sorted({(int(o.batch_size), beyond[o.eta_edge](int(o.batch_size)))
+                         for o in transfer.primary_optima(rows, k=K, loss_key=LOSS_KEY)
+                         if o.log2_D in longest and o.eta_edge}))
 
 
 def base():
@@ -70,3 +117,7 @@ def get_config():
     )
     sweep.max_tokens = MAX_TOKENS
     return sweep
+
+
+if __name__ == "__main__":
+    print(edge_extensions(sys.argv[1] if len(sys.argv) > 1 else RECORD, GRID))

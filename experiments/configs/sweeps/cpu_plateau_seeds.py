@@ -19,18 +19,11 @@ runs finish (a ValueError names the missing runs). Seed 1: new initial weights a
 import importlib.util
 import math
 import os
-import warnings
 
 import ml_collections
 
 from scion_jax.analysis import transfer
-from scion_jax.analysis.collect import BATCH_KEY, SweepWarning, collect
-
-LOSS_KEY = "eval_spread_loss"
-WINDOW_LOG2 = 0.25
-K = 7
-RECORD = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                      "results", "cpu_plateau", "sweeps", "cpu_plateau"))
+from scion_jax.analysis.collect import BATCH_KEY
 
 
 def _plateau():
@@ -43,21 +36,18 @@ def _plateau():
 
 def read_end(record_dir: str, grid: dict[int, tuple]) -> tuple[list[dict], float]:
     """(the seed-0 rows at 2^25 tokens, log2 B*(2^25)) from the record, by the rule above."""
+    plateau = _plateau()
     *essential, _ = grid
-    log2_d = math.log2(_plateau().MAX_TOKENS)
-    with warnings.catch_warnings():  # parked runs lie beside the finished
-        warnings.simplefilter("ignore", SweepWarning)
-        table = collect(record_dir, window_log2=WINDOW_LOG2)
-    final = [r for r in table if r["log2_D"] == log2_d and r.get("seed", 0) == 0
-             and math.isfinite(r.get(LOSS_KEY, math.nan))]
+    log2_d = math.log2(plateau.MAX_TOKENS)
+    final = [r for r in plateau.seed0_rows(record_dir) if r["log2_D"] == log2_d]
     done = {(r[BATCH_KEY], round(r["log2_lr"], 6)) for r in final}
     missing = [(b, lr) for b in essential for lr in grid[b] if (b, lr) not in done]
     if missing:
         raise ValueError(f"{record_dir!r}: the seed-0 grid is unfinished at 2^{log2_d:g} "
                          f"tokens; missing (B, log2 η): {missing}")
-    complete = {b for b in grid if all((b, lr) in done for lr in grid[b])}
+    complete = plateau.finished_batches(final, grid)
     rows = [r for r in final if r[BATCH_KEY] in complete]
-    row = transfer.b_star(transfer.primary_optima(rows, k=K, loss_key=LOSS_KEY))
+    row = transfer.b_star(transfer.primary_optima(rows, k=plateau.K, loss_key=plateau.LOSS_KEY))
     centre = row["log2_b_star"] if math.isfinite(row["log2_b_star"]) else math.log2(row["b_star"])
     if not math.isfinite(centre):
         raise ValueError(f"{record_dir!r}: no B*(2^{log2_d:g}) ({row['b_edge']})")
@@ -71,7 +61,8 @@ def nearest(grid: dict[int, tuple], log2_b: float, n: int) -> list[int]:
 
 def best_lrs(final: list[dict], b: int, n: int) -> list[float]:
     """The n log2 η of lowest measured loss among B's finished runs, best first."""
-    runs = sorted((r for r in final if r[BATCH_KEY] == b), key=lambda r: r[LOSS_KEY])
+    loss_key = _plateau().LOSS_KEY
+    runs = sorted((r for r in final if r[BATCH_KEY] == b), key=lambda r: r[loss_key])
     return [round(r["log2_lr"], 6) for r in runs[:n]]
 
 
@@ -87,7 +78,7 @@ def get_config(record_dir: str | None = None):
     sweep = ml_collections.ConfigDict()
     sweep.base = plateau.base()
     sweep.base.seed = 1
-    points = place(record_dir or RECORD, plateau.GRID)
+    points = place(record_dir or plateau.RECORD, plateau.GRID)
     sweep.grid = (
         (("batch_size", "optimizer.learning_rate", "eval_every", "norm_every"),
          tuple(plateau.point(b, lr) for b, lr in points)),

@@ -43,7 +43,7 @@ def get_config(record_dir: str | None = None):
     sweep = ml_collections.ConfigDict()
     sweep.base = plateau.base()
     sweep.base.model.update(d_model=128, n_heads=2)
-    points = place(record_dir or _sibling("cpu_plateau_seeds").RECORD, plateau.GRID)
+    points = place(record_dir or plateau.RECORD, plateau.GRID)
     sweep.grid = (
         (("batch_size", "optimizer.learning_rate", "eval_every", "norm_every"),
          tuple(plateau.point(b, lr) for b, lr in points)),

@@ -36,7 +36,7 @@ from scion_jax.train.config import cpu_study_config
 # log2 η per B, the two middle values first (a partial sweep brackets each optimum soonest).
 GRID = {
     32: (-2.5, -2.0, -3.0, -1.5),
-    64: (-2.0, -1.5, -2.5, -1.0, -0.5),
+    64: (-2.0, -1.5, -2.5, -1.0, -0.5, 0.0),
     128: (-2.0, -1.5, -2.5, -1.0),
     16: (-2.5, -3.0, -2.0, -1.5),
 }

@@ -219,11 +219,14 @@ def _print_reading(r: dict) -> None:
     print("|---:|---:|---|---|---|---:|---:|---:|---|---|")
     for a, b in zip(r["fixed_c"]["horizons"], r["free_c"]["horizons"], strict=True):
         edges = ", ".join(f"{p['batch_size']:g}" for p in a["per_b"] if p["eta_edge"]) or "–"
+        b_edge = a["b_edge"] or "–"
+        if b["b_edge"] != a["b_edge"]:  # the free-c optima can put B* elsewhere
+            b_edge += f"; free c: {b['b_edge'] or '–'}"
         print(f"| {a['log2_D']:g} | {_f(a['b_star'], 'g')} | {_f(a['log2_b_star'])} "
               f"(± {_f(a['log2_b_star_se'])}) | {_f(a['x_star'])} [{_f(a['x_lo'])}, "
               f"{_f(a['x_hi'])}] | {_f(b['x_star'])} [{_f(b['x_lo'])}, {_f(b['x_hi'])}] | "
               f"{_f(a['x_discrete'])} | {_f(a['loss_star'], '.3f')} | {_f(a['log2_eta_star'])} "
-              f"| {edges} | {a['b_edge'] or '–'} |")
+              f"| {edges} | {b_edge} |")
     for name in ("fixed_c", "free_c"):
         s = r[name]["slope"]
         print(f"{name}: slope {_f(s['per_doubling'], '+.3f')} [{_f(s['lo'], '+.3f')}, "

@@ -212,6 +212,28 @@ def _with_seed(src, dst, seed, batch_sizes=None, tilt=0.0):
             f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
+def test_the_printed_table_marks_a_b_edge_of_the_free_c_fit_alone():
+    """A horizon whose free-c optima put B* at a B edge while the fixed-c ones do not (as
+    cpu_plateau's 2^23) says so in the B edge column, so its free-c x is not read as used."""
+    def horizon(b_edge):
+        return {"log2_D": 23.0, "b_star": 32.0, "log2_b_star": 4.6, "log2_b_star_se": 0.1,
+                "x_star": 6.8, "x_lo": 6.7, "x_hi": 6.9, "x_discrete": 6.8, "loss_star": 1.5,
+                "log2_eta_star": -2.0, "b_edge": b_edge, "used": not b_edge, "per_b": []}
+    def fit(b_edge):
+        return {"horizons": [horizon(b_edge)], "verdict": "undecided",
+                "slope": {"per_doubling": None, "lo": None, "hi": None, "horizons": []}}
+    reading = {"loss": "eval_loss", "window_log2": 0.25, "seed": 0, "include_edges": False,
+               "verdict": "undecided", "fixed_c": fit(""),
+               "free_c": fit("lowest loss at the smallest B left"), "ks": []}
+    code = (f"import sys; sys.path.insert(0, {os.path.join(ROOT, 'experiments')!r}); "
+            f"import horizon_study as h; h._print_reading({reading!r})")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (row,) = [line for line in out.stdout.splitlines() if line.startswith("| 23 |")]
+    assert row.endswith("| – | –; free c: lowest loss at the smallest B left |"), row
+
+
 def test_point_fits_and_the_width_check_use_the_base_seed_only(tmp_path):
     """A second seed repeating some runs is read out on its own, never changing the base
     seed's fits: B*(D), η*(D), the global fit, fits.json and the width check are those of

@@ -10,7 +10,8 @@ reads the primary setup from D = 2^--min_log2_D on by the decision rule of REPOR
 (`scion_jax.analysis.transfer.read_out`): per horizon the continuous B*(D), the optimal log2
 norm at it with bootstrap 95% intervals, fixed-c and free-c fits side by side, η- and B-edge
 marks; the slope over the longest three horizons and the verdict. The primary read-out is
-the lowest seed's runs with --loss and --window_log2; beside it every other seed's own fits,
+the lowest seed's runs with --loss and --window_log2; beside it every other seed's own fits
+(where it has 3 η per B) and its points against the base seed's (`seed_pairs`),
 the same with edges included, and each --readouts entry (`loss_key@window_log2`; a table.csv
 source collected with another window is left out of that read-out). Then B*(D) and η*(D)
 exponents, per-B η* slopes over D and the global α, β over the fits' optima (edges left
@@ -193,6 +194,9 @@ def main(argv: list[str]) -> None:
               "verdict": primary["verdict"], "decided_by": primary.get("decided_by"),
               "primary": primary, "readouts": readouts,
               "scaling": _scaling(primary, base, edges)}
+    record["seed_pairs"] = {str(s): transfer.seed_pairs(
+        figures.in_setup(base, setup), figures.in_setup(t, setup), loss_key=loss)
+        for s, t in list(seeds.items())[1:]}
     record["width_check"] = transfer.width_check(base, k=plot._K.value, loss_key=loss,
                                                  vocab_size=plot._VOCAB.value, include_edges=edges)
     times = run_times(sweep_dirs, {r["run"] for r in table})
@@ -242,6 +246,15 @@ def _print_report(record: dict) -> None:
     _print_reading(record["primary"])
     for r in record["readouts"]:
         _print_reading(r)
+    for seed, sp in record["seed_pairs"].items():
+        if sp["pairs"]:
+            d_loss = [p["d_loss"] for p in sp["pairs"]]
+            d_norm = max(abs(p["d_log2_norm"]) for p in sp["pairs"])
+            flips = [f"B {b['batch_size']:g} at 2^{b['log2_D']:g} ({b['log2_lr_base']:g} → "
+                     f"{b['log2_lr_other']:g})" for b in sp["best"] if not b["same_best"]]
+            print(f"seed {seed} against the base seed at {len(d_loss)} points: {sp['loss']} "
+                  f"{min(d_loss):+.3f} … {max(d_loss):+.3f}, |Δ log2 norm| ≤ {d_norm:.2f}; "
+                  f"best log2 η differs at: {', '.join(flips) or 'none'}")
     sc = record["scaling"]
     for key in ("b_star", "eta_star"):
         f = sc[key]

@@ -263,6 +263,16 @@ def test_point_fits_and_the_width_check_use_the_base_seed_only(tmp_path):
     assert fits_both["n_runs"] == fits_alone["n_runs"] + 50  # seed 1's runs are in table.csv
     (seed1,) = [r for r in both["readouts"] if r["seed"] == 1]
     assert all(p["batch_size"] == 64 for r in seed1["fixed_c"]["horizons"] for p in r["per_b"])
+    # read pairwise too: the tilt is the loss difference at every shared point, the norms
+    # are equal, and it moves the best η down where it changes the ranking
+    pairs, best = both["seed_pairs"]["1"]["pairs"], both["seed_pairs"]["1"]["best"]
+    assert len(pairs) == 6 * len(LRS) and {p["batch_size"] for p in pairs} == {64}
+    for p in pairs:
+        assert p["d_loss"] == pytest.approx(0.05 * p["log2_lr"], abs=1e-9), p
+        assert p["d_log2_norm"] == 0.0, p
+    assert len(best) == 6 and all(b["log2_lr_other"] <= b["log2_lr_base"] for b in best)
+    assert any(not b["same_best"] for b in best)
+    assert "seed 1 against the base seed at 150 points" in stdout
     checked = both["width_check"]
     assert {(w["log2_D"], w["batch_size"]) for w in checked} == {
         (d, b) for d in range(24, 30) for b in (32, 64, 128)}

@@ -334,3 +334,31 @@ def width_check(table: Sequence[Row], key: str = "model.d_model", *, k: int = 7,
                 found.setdefault((o.log2_D, o.batch_size), {})[dict(setup)[key]] = o.x_star
     return [{"log2_D": d, BATCH_KEY: b, **xs} for (d, b), xs in sorted(found.items())
             if len(xs) > 1]
+
+
+def seed_pairs(base: Sequence[Row], other: Sequence[Row], *,
+               loss_key: str = "loss") -> dict[str, Any]:
+    """A further seed read against the base seed at the points both measured, for a seed with
+    too few η per B to be fitted on its own: per (B, log2 η, D) the other seed's loss and log2
+    output norm minus the base seed's; per (B, D) with ≥ 2 η in both, whether the η of lowest
+    loss is the same (`same_best`). Both tables are of one setup (`figures.in_setup`)."""
+    def point(r: Row) -> tuple:
+        return r[BATCH_KEY], round(r["log2_lr"], 6), r["log2_D"]
+
+    measured = lambda rows: {point(r): r for r in rows  # noqa: E731
+                             if math.isfinite(r.get(loss_key, math.nan))}
+    mine, theirs = measured(base), measured(other)
+    pairs = [{BATCH_KEY: b, "log2_lr": lr, "log2_D": d, "loss_base": mine[b, lr, d][loss_key],
+              "d_loss": r[loss_key] - mine[b, lr, d][loss_key],
+              "d_log2_norm": r["log2_norm"] - mine[b, lr, d]["log2_norm"]}
+             for (b, lr, d), r in theirs.items() if (b, lr, d) in mine]
+    pairs.sort(key=lambda p: (p[BATCH_KEY], p["log2_D"], p["log2_lr"]))
+    best = []
+    for b, d in sorted({(p[BATCH_KEY], p["log2_D"]) for p in pairs}):
+        here = [p for p in pairs if (p[BATCH_KEY], p["log2_D"]) == (b, d)]
+        if len(here) > 1:
+            lr_base = min(here, key=lambda p: p["loss_base"])["log2_lr"]
+            lr_other = min(here, key=lambda p: p["loss_base"] + p["d_loss"])["log2_lr"]
+            best.append({BATCH_KEY: b, "log2_D": d, "log2_lr_base": lr_base,
+                         "log2_lr_other": lr_other, "same_best": lr_base == lr_other})
+    return {"loss": loss_key, "pairs": pairs, "best": best}

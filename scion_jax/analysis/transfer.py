@@ -342,11 +342,10 @@ def seed_pairs(base: Sequence[Row], other: Sequence[Row], *,
     too few η per B to be fitted on its own: per (B, log2 η, D) the other seed's loss and log2
     output norm minus the base seed's; per (B, D) with ≥ 2 η in both, whether the η of lowest
     loss is the same (`same_best`). Both tables are of one setup (`figures.in_setup`)."""
-    def point(r: Row) -> tuple:
-        return r[BATCH_KEY], round(r["log2_lr"], 6), r["log2_D"]
+    def measured(rows: Sequence[Row]) -> dict[tuple, Row]:  # by (B, log2 η, D)
+        return {(r[BATCH_KEY], round(r["log2_lr"], 6), r["log2_D"]): r for r in rows
+                if math.isfinite(r.get(loss_key, math.nan))}
 
-    measured = lambda rows: {point(r): r for r in rows  # noqa: E731
-                             if math.isfinite(r.get(loss_key, math.nan))}
     mine, theirs = measured(base), measured(other)
     pairs = [{BATCH_KEY: b, "log2_lr": lr, "log2_D": d, "loss_base": mine[b, lr, d][loss_key],
               "d_loss": r[loss_key] - mine[b, lr, d][loss_key],
